@@ -1,0 +1,167 @@
+//! Settings, read from the environment so that the systemd unit can load them
+//! from `/etc/default/sortd`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Every setting sortd has, with its environment variable and default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `SORTD_LISTEN`: where to listen when systemd passes no socket.
+    pub listen: SocketAddr,
+    /// `SORTD_MAX_BODY_BYTES`: the largest request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// `SORTD_MAX_NUMBERS`: the most numbers one request may hold (413 beyond).
+    pub max_numbers: usize,
+    /// `SORTD_DRAIN_SECS`: how long a shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_numbers: 1_000_000,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The variables, their meaning and default, as `--help` prints them.
+pub const ENVIRONMENT_HELP: &str = "\
+  SORTD_LISTEN          address:port to listen on when systemd passes no socket
+                        (default 127.0.0.1:5000)
+  SORTD_MAX_BODY_BYTES  largest request body in bytes (default 16777216 = 16 MiB)
+  SORTD_MAX_NUMBERS     most numbers in one request (default 1000000)
+  SORTD_DRAIN_SECS      seconds a shutdown waits for requests in flight (default 10)
+  RUST_LOG              log filter for env_logger (default info)
+  LISTEN_FDS            set by systemd socket activation: serve the inherited socket";
+
+/// A setting that is present but unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.variable, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`; unset or empty variables keep
+    /// their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = Config::default();
+        let positive = |text: &str| text.parse::<u64>().ok().filter(|&n| n > 0);
+        Ok(Config {
+            listen: setting(
+                &lookup,
+                "SORTD_LISTEN",
+                "an address and port such as 127.0.0.1:5000 or [::1]:5000",
+                |text| text.parse().ok(),
+            )?
+            .unwrap_or(defaults.listen),
+            max_body_bytes: setting(
+                &lookup,
+                "SORTD_MAX_BODY_BYTES",
+                "a positive number of bytes",
+                positive,
+            )?
+            .unwrap_or(defaults.max_body_bytes),
+            max_numbers: setting(
+                &lookup,
+                "SORTD_MAX_NUMBERS",
+                "a positive whole number",
+                |text| positive(text).and_then(|n| usize::try_from(n).ok()),
+            )?
+            .unwrap_or(defaults.max_numbers),
+            drain_timeout: setting(
+                &lookup,
+                "SORTD_DRAIN_SECS",
+                "a whole number of seconds",
+                |text| text.parse().ok().map(Duration::from_secs),
+            )?
+            .unwrap_or(defaults.drain_timeout),
+        })
+    }
+}
+
+/// One variable: `None` when unset or blank, an error naming it when unusable.
+fn setting<T>(
+    lookup: impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    expected: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match lookup(variable).filter(|value| !value.trim().is_empty()) {
+        None => Ok(None),
+        Some(value) => match parse(value.trim()) {
+            Some(parsed) => Ok(Some(parsed)),
+            None => Err(ConfigError {
+                variable,
+                value,
+                expected,
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn unset_variables_give_the_defaults() {
+        assert_eq!(config(&[]).unwrap(), Config::default());
+        assert_eq!(config(&[("SORTD_LISTEN", " ")]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn variables_override_the_defaults() {
+        let c = config(&[
+            ("SORTD_LISTEN", "[::1]:8000"),
+            ("SORTD_MAX_BODY_BYTES", "1024"),
+            ("SORTD_MAX_NUMBERS", "10"),
+            ("SORTD_DRAIN_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "[::1]:8000".parse().unwrap());
+        assert_eq!((c.max_body_bytes, c.max_numbers), (1024, 10));
+        assert_eq!(c.drain_timeout, Duration::ZERO);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let error = config(&[("SORTD_MAX_BODY_BYTES", "16M")]).unwrap_err();
+        assert_eq!(error.variable, "SORTD_MAX_BODY_BYTES");
+        assert!(error.to_string().contains("\"16M\""));
+        assert!(config(&[("SORTD_LISTEN", "localhost")]).is_err());
+        assert!(config(&[("SORTD_MAX_NUMBERS", "0")]).is_err());
+    }
+}

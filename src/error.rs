@@ -1,0 +1,146 @@
+//! The one error shape of the API and the one place every rejection becomes it.
+//!
+//! Every error answer is
+//! `{"error": {"status": 400, "code": "invalid_value", "message": "...", "key": "x1", "position": 4}}`
+//! where `key` and `position` appear only when the problem is inside a value.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{header, StatusCode};
+use warp::reject::Reject;
+use warp::reply::Response;
+use warp::Rejection;
+
+use crate::input::InputError;
+use crate::reply::json_response;
+
+/// Everything the API refuses, as the client should hear it.
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    Input(InputError),
+    BodyTooLarge { limit: u64 },
+    BadQuery(String),
+    NotFound,
+    MethodNotAllowed { allow: &'static str },
+    BodyRead(String),
+    Internal,
+}
+
+impl Reject for ApiError {}
+
+impl From<InputError> for ApiError {
+    fn from(error: InputError) -> Self {
+        ApiError::Input(error)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    status: u16,
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<usize>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Input(InputError::TooManyNumbers { .. }) | ApiError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Input(_) | ApiError::BadQuery(_) | ApiError::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Input(InputError::EmptyBody) => "empty_body",
+            ApiError::Input(InputError::MalformedJson(_)) => "malformed_json",
+            ApiError::Input(InputError::NotObjectOrArray(_)) => "wrong_body_type",
+            ApiError::Input(InputError::InvalidValue { .. }) => "invalid_value",
+            ApiError::Input(InputError::TooManyNumbers { .. }) => "too_many_numbers",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::BadQuery(_) => "bad_query",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BodyRead(_) => "body_read_error",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Input(error) => error.to_string(),
+            ApiError::BodyTooLarge { limit } => {
+                format!("the request body is larger than the limit of {limit} bytes")
+            }
+            ApiError::BadQuery(detail) => {
+                format!("invalid query string ({detail}); the only parameter is order=asc|desc")
+            }
+            ApiError::NotFound => {
+                "no such resource; POST / sorts numbers, GET / explains how".to_owned()
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                format!("method not allowed here; allowed: {allow}")
+            }
+            ApiError::BodyRead(detail) => format!("the request body could not be read: {detail}"),
+            ApiError::Internal => "internal error; it has been logged".to_owned(),
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let (key, position) = match &self {
+            ApiError::Input(InputError::InvalidValue { key, position, .. }) => {
+                (key.as_deref(), Some(*position))
+            }
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status: self.status().as_u16(),
+                code: self.code(),
+                message: self.message(),
+                key,
+                position,
+            },
+        };
+        let mut response = json_response(self.status(), &body);
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+/// Turns any rejection into the error shape. Rejections nobody planned for
+/// are logged at error level and answered 500, so they get noticed.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if let Some(error) = rejection.find::<ApiError>() {
+        error.clone()
+    } else if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if let Some(error) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadQuery(error.to_string())
+    } else {
+        log::error!("unhandled rejection: {rejection:?}");
+        ApiError::Internal
+    };
+    Ok(error.into_response())
+}

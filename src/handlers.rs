@@ -1,0 +1,166 @@
+//! Request handlers: one async function per route, answering a `Response`.
+//!
+//! Handlers answer request errors themselves (through [`ApiError`]'s one
+//! shape) instead of rejecting: a rejection would make warp try the other
+//! routes and fold this error into theirs.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::input::parse_body;
+use crate::metrics::Metrics;
+use crate::reply::{bytes_response, json_response, JSON};
+use crate::sort::{Numbers, Order};
+
+/// Bodies larger than this are parsed and sorted on the blocking pool, so a
+/// big sort never stalls the threads that serve other connections.
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct State {
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SortParams {
+    #[serde(default)]
+    order: Order,
+}
+
+#[derive(Serialize)]
+struct SortedList<'a> {
+    sorted_list: &'a Numbers,
+}
+
+/// `POST /`: sorts the numbers of the body.
+pub async fn sort<S, B>(
+    state: Arc<State>,
+    query: Option<String>,
+    content_length: Option<u64>,
+    body: S,
+) -> Result<Response, std::convert::Infallible>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let result = async {
+        let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|error| ApiError::BadQuery(error.to_string()))?;
+        let body = read_body(body, content_length, state.config.max_body_bytes).await?;
+        let max_numbers = state.config.max_numbers;
+        let (count, json) = if body.len() > BLOCKING_THRESHOLD {
+            tokio::task::spawn_blocking(move || sort_body(body, max_numbers, params.order))
+                .await
+                .map_err(|error| {
+                    log::error!("sort task failed: {error}");
+                    ApiError::Internal
+                })??
+        } else {
+            sort_body(body, max_numbers, params.order)?
+        };
+        state.metrics.add_sorted(count);
+        Ok::<_, ApiError>(bytes_response(StatusCode::OK, JSON, json))
+    };
+    Ok(result.await.unwrap_or_else(ApiError::into_response))
+}
+
+/// Parses, sorts and serialises; returns how many numbers and the JSON.
+/// The body is dropped before the answer is written, so a request's memory
+/// peaks at about its body plus its numbers, never body plus answer.
+fn sort_body(body: Bytes, max_numbers: usize, order: Order) -> Result<(usize, Vec<u8>), ApiError> {
+    let mut numbers = parse_body(&body, max_numbers)?;
+    let capacity = body.len() + 32;
+    drop(body);
+    numbers.sort(order);
+    let mut json = Vec::with_capacity(capacity);
+    serde_json::to_writer(
+        &mut json,
+        &SortedList {
+            sorted_list: &numbers,
+        },
+    )
+    .map_err(|error| {
+        log::error!("could not serialise a sorted list: {error}");
+        ApiError::Internal
+    })?;
+    Ok((numbers.len(), json))
+}
+
+/// Reads the body into memory, refusing it as soon as it is known to exceed
+/// `limit`: at once from `Content-Length`, or while reading a chunked body.
+async fn read_body<S, B>(
+    mut body: S,
+    content_length: Option<u64>,
+    limit: u64,
+) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let too_large = ApiError::BodyTooLarge { limit };
+    if content_length.is_some_and(|length| length > limit) {
+        return Err(too_large);
+    }
+    let mut buffer = BytesMut::with_capacity(content_length.unwrap_or(0) as usize);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|error| ApiError::BodyRead(error.to_string()))?;
+        if (buffer.len() + chunk.remaining()) as u64 > limit {
+            return Err(too_large);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buffer.extend_from_slice(part);
+            let read = part.len();
+            chunk.advance(read);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// `GET /`: how to call the API.
+pub fn usage(state: &State) -> Response {
+    let usage = serde_json::json!({
+        "service": "sortd",
+        "version": env!("CARGO_PKG_VERSION"),
+        "usage": "POST / with a JSON object whose values are numbers or lists of numbers, as JSON or in strings; the answer is {\"sorted_list\": [...]} in ascending order",
+        "examples": [
+            {"request": {"x1": "5", "x2": "7"}, "response": {"sorted_list": [5, 7]}},
+            {"request": {"x1": "[5, 3, 9]", "x2": "4"}, "response": {"sorted_list": [3, 4, 5, 9]}},
+            {"request": {"x1": 2.5, "x2": [3, 1]}, "response": {"sorted_list": [1, 2.5, 3]}},
+            {"request": [3, 1, 2], "response": {"sorted_list": [1, 2, 3]}}
+        ],
+        "query": {"order": "asc (default) or desc"},
+        "limits": {
+            "max_body_bytes": state.config.max_body_bytes,
+            "max_numbers": state.config.max_numbers
+        },
+        "errors": "4xx with {\"error\": {\"status\", \"code\", \"message\", \"key\"?, \"position\"?}}",
+        "endpoints": {"GET /healthz": "health and version", "GET /metrics": "Prometheus metrics"}
+    });
+    json_response(StatusCode::OK, &usage)
+}
+
+/// `GET /healthz`: for load balancers and deployment checks.
+pub fn health() -> Response {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    )
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub fn metrics(state: &State) -> Response {
+    bytes_response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        state.metrics.encode().into_bytes(),
+    )
+}

@@ -1,0 +1,485 @@
+//! Reading a request body into numbers: pure functions, no HTTP.
+//!
+//! The body is a JSON object (`{"x1": "5", "x2": "[3, 1]", "x3": 7}`) or a JSON
+//! array (`[3, 1, 2]`). serde_json checks the JSON and splits an object into its
+//! values without building a tree; each value's text then goes through one
+//! scanner that reads a number or a Python-style list of numbers, whether the
+//! value was a JSON string (`"[5, 3, 9,]"`) or native JSON (`[5, 3, 9]`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::number::{BigInt, Number};
+use crate::sort::Numbers;
+
+/// Why a body was refused, with where in the body the problem is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputError {
+    /// The body is empty or only white space.
+    EmptyBody,
+    /// The body is not valid JSON; serde_json's message says where.
+    MalformedJson(String),
+    /// The body is valid JSON but neither an object nor an array.
+    NotObjectOrArray(&'static str),
+    /// A value is not a number or a list of numbers.
+    InvalidValue {
+        /// The object key holding the value; `None` for a top-level array.
+        key: Option<String>,
+        /// Character offset inside the value's text (the string's content, or
+        /// the native JSON value).
+        position: usize,
+        reason: Reason,
+    },
+    /// The body holds more numbers than the configured limit.
+    TooManyNumbers { limit: usize },
+}
+
+/// What exactly is wrong at a position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    ExpectedNumber { found: Found },
+    ExpectedCommaOrEnd { found: Found },
+    TrailingText { found: Found },
+    NestedList,
+    MisplacedUnderscore,
+    FloatOutOfRange,
+    WrongType(&'static str),
+}
+
+/// What the scanner found where it expected something else.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    Char(char),
+    End,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Found::Char(c) => write!(f, "{c:?}"),
+            Found::End => f.write_str("the end of the value"),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::ExpectedNumber { found } => write!(f, "expected a number, found {found}"),
+            Reason::ExpectedCommaOrEnd { found } => {
+                write!(f, "expected ',' or ']' after a number, found {found}")
+            }
+            Reason::TrailingText { found } => {
+                write!(f, "unexpected {found} after the number or list")
+            }
+            Reason::NestedList => f.write_str("nested lists are not supported"),
+            Reason::MisplacedUnderscore => {
+                f.write_str("an underscore in a number must stand between two digits")
+            }
+            Reason::FloatOutOfRange => f.write_str("the number is too large for a 64-bit float"),
+            Reason::WrongType(kind) => {
+                write!(f, "expected a number or a list of numbers, found {kind}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::EmptyBody => f.write_str(
+                "the request body is empty; send a JSON object such as {\"x1\": \"[5, 3, 9]\"}",
+            ),
+            InputError::MalformedJson(detail) => write!(f, "the body is not valid JSON: {detail}"),
+            InputError::NotObjectOrArray(kind) => {
+                write!(f, "the body must be a JSON object or array, found {kind}")
+            }
+            InputError::InvalidValue {
+                key,
+                position,
+                reason,
+            } => match key {
+                Some(key) => write!(f, "value of key {key:?}, position {position}: {reason}"),
+                None => write!(f, "position {position}: {reason}"),
+            },
+            InputError::TooManyNumbers { limit } => {
+                write!(f, "the body holds more than {limit} numbers")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Reads every number of a request body, in document order.
+///
+/// Object keys are taken in order of first appearance; a repeated key keeps
+/// its last value, as Python's `json.loads` did.
+pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError> {
+    let mut numbers = Numbers::with_limit(max_numbers);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Err(InputError::EmptyBody),
+        Some(b'{') => {
+            let Entries(entries) = serde_json::from_slice(body).map_err(malformed)?;
+            for (key, raw) in entries {
+                scan_json_value(raw, &mut numbers).map_err(|e| e.at(Some(key)))?;
+            }
+        }
+        Some(b'[') => {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+            scan_json_value(raw, &mut numbers).map_err(|e| e.at(None))?;
+        }
+        Some(_) => {
+            let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+            return Err(InputError::NotObjectOrArray(json_kind(raw.get())));
+        }
+    }
+    Ok(numbers)
+}
+
+fn malformed(error: serde_json::Error) -> InputError {
+    InputError::MalformedJson(error.to_string())
+}
+
+fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// An error inside one value, before the key is known.
+#[derive(Debug)]
+enum ValueError {
+    At {
+        offset: usize,
+        text: String,
+        reason: Reason,
+    },
+    TooMany {
+        limit: usize,
+    },
+}
+
+impl ValueError {
+    fn at(self, key: Option<String>) -> InputError {
+        match self {
+            ValueError::At {
+                offset,
+                text,
+                reason,
+            } => InputError::InvalidValue {
+                key,
+                position: text[..offset].chars().count(),
+                reason,
+            },
+            ValueError::TooMany { limit } => InputError::TooManyNumbers { limit },
+        }
+    }
+}
+
+/// A JSON string whose content borrows from the body when it has no escapes.
+#[derive(serde::Deserialize)]
+struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn scan_json_value(raw: &RawValue, numbers: &mut Numbers) -> Result<(), ValueError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            // Valid JSON was checked already, so this cannot fail; stay total anyway.
+            let JsonString(content) = serde_json::from_str(text).map_err(|_| ValueError::At {
+                offset: 0,
+                text: text.to_owned(),
+                reason: Reason::WrongType("a malformed string"),
+            })?;
+            scan(&content, numbers)
+        }
+        Some(b'{' | b't' | b'f' | b'n') => Err(ValueError::At {
+            offset: 0,
+            text: text.to_owned(),
+            reason: Reason::WrongType(json_kind(text)),
+        }),
+        _ => scan(text, numbers),
+    }
+}
+
+/// The object's entries in order, borrowing values from the body.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries: Vec<(String, &'de RawValue)> = Vec::new();
+                let mut index: HashMap<String, usize> = HashMap::new();
+                while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+                    match index.get(&key) {
+                        Some(&at) => entries[at].1 = value,
+                        None => {
+                            index.insert(key.clone(), entries.len());
+                            entries.push((key, value));
+                        }
+                    }
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+/// Scans one value's text: a number, or a list of numbers in Python-literal
+/// style (`[5, 3, 9]`, `[]`, `[11,14,5,]`), with white space anywhere.
+fn scan(text: &str, numbers: &mut Numbers) -> Result<(), ValueError> {
+    let mut scanner = Scanner {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    scanner.value(numbers).map_err(|fail| match fail {
+        Fail::At(offset, reason) => ValueError::At {
+            offset,
+            text: text.to_owned(),
+            reason,
+        },
+        Fail::TooMany(limit) => ValueError::TooMany { limit },
+    })
+}
+
+enum Fail {
+    At(usize, Reason),
+    TooMany(usize),
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Scanner<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// The character at the cursor, for error messages.
+    fn found(&self) -> Found {
+        // The scanner only stops on ASCII bytes or at the start of a character,
+        // so this slice is always at a char boundary.
+        std::str::from_utf8(&self.bytes[self.pos..])
+            .ok()
+            .and_then(|rest| rest.chars().next())
+            .map_or(Found::End, Found::Char)
+    }
+
+    fn fail<T>(&self, reason: Reason) -> Result<T, Fail> {
+        Err(Fail::At(self.pos, reason))
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self, numbers: &mut Numbers) -> Result<(), Fail> {
+        self.skip_whitespace();
+        if self.peek() == Some(b'[') {
+            self.list(numbers)?;
+        } else {
+            let number = self.number()?;
+            numbers.push(number).map_err(Fail::TooMany)?;
+        }
+        self.skip_whitespace();
+        match self.peek() {
+            None => Ok(()),
+            Some(_) => self.fail(Reason::TrailingText {
+                found: self.found(),
+            }),
+        }
+    }
+
+    fn list(&mut self, numbers: &mut Numbers) -> Result<(), Fail> {
+        self.pos += 1; // '['
+        loop {
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b']') => break,
+                Some(b'[') => return self.fail(Reason::NestedList),
+                _ => {}
+            }
+            let number = self.number()?;
+            numbers.push(number).map_err(Fail::TooMany)?;
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => break,
+                _ => {
+                    return self.fail(Reason::ExpectedCommaOrEnd {
+                        found: self.found(),
+                    })
+                }
+            }
+        }
+        self.pos += 1; // ']'
+        Ok(())
+    }
+
+    /// Reads digits (with single underscores between them, as Python allows)
+    /// and returns how many digits there were.
+    fn digits(&mut self, underscores: &mut bool) -> Result<usize, Fail> {
+        let mut count = 0;
+        loop {
+            match self.peek() {
+                Some(b'0'..=b'9') => count += 1,
+                // Not after a digit, '_' is not part of a number at all.
+                Some(b'_') if count == 0 => return Ok(0),
+                Some(b'_') => {
+                    if !self.bytes.get(self.pos + 1).is_some_and(u8::is_ascii_digit) {
+                        return self.fail(Reason::MisplacedUnderscore);
+                    }
+                    *underscores = true;
+                }
+                _ => return Ok(count),
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Reads one number: `[+-]? (digits ('.' digits?)? | '.' digits) ([eE] [+-]? digits)?`.
+    fn number(&mut self) -> Result<Number, Fail> {
+        let start = self.pos;
+        let negative = match self.peek() {
+            Some(b'-') => true,
+            Some(b'+') => false,
+            _ => false,
+        };
+        if matches!(self.peek(), Some(b'-' | b'+')) {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let mut underscores = false;
+        let int_digits = self.digits(&mut underscores)?;
+        let int_end = self.pos;
+        let mut is_float = false;
+        if self.peek() == Some(b'.') {
+            is_float = true;
+            self.pos += 1;
+            let frac_digits = self.digits(&mut underscores)?;
+            if int_digits == 0 && frac_digits == 0 {
+                self.pos = start;
+                return self.fail(Reason::ExpectedNumber {
+                    found: self.found(),
+                });
+            }
+        } else if int_digits == 0 {
+            return self.fail(Reason::ExpectedNumber {
+                found: self.found(),
+            });
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            is_float = true;
+            self.pos += 1;
+            if let Some(b'-' | b'+') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits(&mut underscores)? == 0 {
+                return self.fail(Reason::ExpectedNumber {
+                    found: self.found(),
+                });
+            }
+        }
+        // "12abc", "0x1F", "1j", "1.2.3": the number must end here.
+        if let Some(b) = self.peek() {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' {
+                return self.fail(Reason::ExpectedCommaOrEnd {
+                    found: self.found(),
+                });
+            }
+        }
+        let bytes = &self.bytes[start..self.pos];
+        let cleaned: Cow<[u8]> = if underscores {
+            Cow::Owned(bytes.iter().copied().filter(|&b| b != b'_').collect())
+        } else {
+            Cow::Borrowed(bytes)
+        };
+        // Only ASCII digits, signs, '.', 'e' remain: always valid UTF-8.
+        let text = std::str::from_utf8(&cleaned).unwrap_or_default();
+        if is_float {
+            match text.parse::<f64>() {
+                Ok(value) if value.is_finite() => Ok(Number::Float(value)),
+                _ => Err(Fail::At(start, Reason::FloatOutOfRange)),
+            }
+        } else if int_end - int_start <= 18 && !underscores {
+            // Up to 18 digits always fit in i64: the fast path.
+            let magnitude = self.bytes[int_start..int_end]
+                .iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+            Ok(Number::Int(if negative { -magnitude } else { magnitude }))
+        } else {
+            let digits = text.trim_start_matches(['-', '+']);
+            Ok(BigInt::from_digits(negative, digits))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(body: &str) -> Result<String, InputError> {
+        let numbers = parse_body(body.as_bytes(), 1000)?;
+        Ok(serde_json::to_string(&numbers).unwrap())
+    }
+
+    #[test]
+    fn scanner_reads_python_list_literals() {
+        assert_eq!(numbers(r#"{"a": "[11,14,5,]"}"#).unwrap(), "[11,14,5]");
+        assert_eq!(numbers(r#"{"a": "[]"}"#).unwrap(), "[]");
+        assert_eq!(
+            numbers(r#"{"a": " [ -1 ,\n +2.5e1 , .5, 5. ] "}"#).unwrap(),
+            "[-1,25.0,0.5,5.0]"
+        );
+        assert_eq!(numbers(r#"{"a": "1_000"}"#).unwrap(), "[1000]");
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_last_value_like_python() {
+        assert_eq!(
+            numbers(r#"{"a": "1", "b": "2", "a": "3"}"#).unwrap(),
+            "[3,2]"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_character_position() {
+        let error = numbers(r#"{"x1": "[5, 3, é9]"}"#).unwrap_err();
+        assert_eq!(
+            error,
+            InputError::InvalidValue {
+                key: Some("x1".into()),
+                position: 7,
+                reason: Reason::ExpectedNumber {
+                    found: Found::Char('é')
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn count_limit_is_enforced_across_values() {
+        let error = parse_body(br#"{"a": "[1,2]", "b": [3, 4]}"#, 3).unwrap_err();
+        assert_eq!(error, InputError::TooManyNumbers { limit: 3 });
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics and the per-request access log: both are written when
+//! a request ends, from the same observation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use warp::http::Method;
+use warp::reply::Response;
+
+use crate::reply::content_length;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// The service's metrics, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RouteLabels, Histogram>,
+    numbers_sorted: Counter,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sortd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 100 µs to ~13 s: a tiny sort to a 16 MiB body on a busy machine.
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let numbers_sorted = Counter::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response, by route",
+            duration.clone(),
+        );
+        registry.register(
+            "numbers_sorted",
+            "Numbers sorted in successful requests",
+            numbers_sorted.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled now",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            numbers_sorted,
+            in_flight,
+        }
+    }
+}
+
+impl Metrics {
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            log::error!("could not encode metrics: {error}");
+        }
+        text
+    }
+
+    pub fn add_sorted(&self, count: usize) {
+        self.numbers_sorted.inc_by(count as u64);
+    }
+
+    /// Starts observing a request; the observation ends with
+    /// [`InFlight::finish`], or is only counted out of the gauge if the
+    /// request is dropped (client gone).
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight {
+            metrics: Arc::clone(self),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// What the access log line says about the client side of a request.
+pub struct RequestInfo {
+    pub method: Method,
+    pub path: String,
+    pub request_id: Option<String>,
+    pub real_ip: Option<String>,
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// A request being handled: counted in `http_requests_in_flight` until dropped.
+pub struct InFlight {
+    metrics: Arc<Metrics>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Records the finished request in the metrics and writes its access line.
+    pub fn finish(self, request: RequestInfo, response: Response) -> Response {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let route = route_of(&request.path);
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                method: method_of(&request.method),
+                status,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+        log::info!(
+            target: "sortd::access",
+            "{} {} {} {}B {:.3}ms request_id={} real_ip={} peer={}",
+            request.method,
+            request.path,
+            status,
+            content_length(&response),
+            elapsed.as_secs_f64() * 1000.0,
+            request.request_id.as_deref().unwrap_or("-"),
+            request.real_ip.as_deref().unwrap_or("-"),
+            request.peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        );
+        response
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+    }
+}
+
+/// The route label: known paths by name, everything else as one value so
+/// that scanners cannot blow up the metric's cardinality.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        _ => "unmatched",
+    }
+}
+
+/// The method label: the standard methods by name, any other as one value.
+fn method_of(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}

@@ -1,0 +1,154 @@
+//! The numbers of one request and how they are sorted.
+//!
+//! Almost every request holds only 64-bit integers; those stay in a plain
+//! `Vec<i64>` and are sorted by a radix sort. The first number of any other
+//! kind switches the collection to exact [`Number`]s and a stable comparison
+//! sort.
+
+use serde::ser::{Serialize, Serializer};
+
+use crate::number::Number;
+
+/// Which way to sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Below this many integers a comparison sort beats a radix sort's passes.
+const RADIX_THRESHOLD: usize = 512;
+
+/// The numbers of a request, in input order until sorted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbers {
+    values: Values,
+    limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Values {
+    Ints(Vec<i64>),
+    Mixed(Vec<Number>),
+}
+
+impl Numbers {
+    /// An empty collection that refuses more than `limit` numbers.
+    pub fn with_limit(limit: usize) -> Self {
+        Numbers {
+            values: Values::Ints(Vec::new()),
+            limit,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.values {
+            Values::Ints(v) => v.len(),
+            Values::Mixed(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a number, or returns the limit when it is already reached.
+    pub fn push(&mut self, number: Number) -> Result<(), usize> {
+        if self.len() >= self.limit {
+            return Err(self.limit);
+        }
+        match (&mut self.values, number) {
+            (Values::Ints(ints), Number::Int(value)) => ints.push(value),
+            (Values::Mixed(mixed), number) => mixed.push(number),
+            (Values::Ints(ints), number) => {
+                let mut mixed: Vec<Number> = ints.drain(..).map(Number::Int).collect();
+                mixed.push(number);
+                self.values = Values::Mixed(mixed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorts in the given order. Numerically equal values (`1` and `1.0`)
+    /// keep their input order, in both directions.
+    pub fn sort(&mut self, order: Order) {
+        match &mut self.values {
+            Values::Ints(ints) => {
+                // Equal integers are indistinguishable, so an unstable sort and
+                // a reversal give the same answer as a stable descending sort.
+                if ints.len() >= RADIX_THRESHOLD {
+                    radsort::sort(ints);
+                } else {
+                    ints.sort_unstable();
+                }
+                if order == Order::Desc {
+                    ints.reverse();
+                }
+            }
+            Values::Mixed(mixed) => match order {
+                Order::Asc => mixed.sort(),
+                Order::Desc => mixed.sort_by(|a, b| b.cmp(a)),
+            },
+        }
+    }
+}
+
+impl Serialize for Numbers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.values {
+            Values::Ints(v) => v.serialize(serializer),
+            Values::Mixed(v) => v.serialize(serializer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(values: Vec<Number>, order: Order) -> String {
+        let mut numbers = Numbers::with_limit(usize::MAX);
+        for value in values {
+            numbers.push(value).unwrap();
+        }
+        numbers.sort(order);
+        serde_json::to_string(&numbers).unwrap()
+    }
+
+    #[test]
+    fn equal_values_keep_input_order_in_both_directions() {
+        let values = vec![Number::Float(1.0), Number::Int(2), Number::Int(1)];
+        assert_eq!(sorted(values.clone(), Order::Asc), "[1.0,1,2]");
+        assert_eq!(sorted(values, Order::Desc), "[2,1.0,1]");
+    }
+
+    #[test]
+    fn radix_path_sorts_negatives_and_extremes() {
+        let mut values: Vec<Number> = (0..2000)
+            .map(|i| Number::Int((i * 7919) % 2000 - 1000))
+            .collect();
+        values.push(Number::Int(i64::MIN));
+        values.push(Number::Int(i64::MAX));
+        let mut expected: Vec<i64> = values
+            .iter()
+            .map(|n| match n {
+                Number::Int(v) => *v,
+                _ => unreachable!(),
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(
+            sorted(values, Order::Asc),
+            serde_json::to_string(&expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn push_refuses_past_the_limit() {
+        let mut numbers = Numbers::with_limit(1);
+        assert_eq!(numbers.push(Number::Int(1)), Ok(()));
+        assert_eq!(numbers.push(Number::Int(2)), Err(1));
+    }
+}

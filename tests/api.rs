@@ -1,0 +1,404 @@
+//! Black-box HTTP tests: the real server on 127.0.0.1:0, spoken to over TCP.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sortd::config::Config;
+use sortd::startup::Application;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct TestApp {
+    base: String,
+    addr: std::net::SocketAddr,
+    client: reqwest::Client,
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(Config::default()).await
+}
+
+async fn spawn_app_with(config: Config) -> TestApp {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..config
+    };
+    let app = Application::build(config)
+        .await
+        .expect("the test server binds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        base: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    }
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text))
+    }
+}
+
+impl TestApp {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("the server answers");
+        Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            text: response.text().await.expect("the body arrives"),
+        }
+    }
+
+    async fn post(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> Answer {
+        let url = format!("{}{path_and_query}", self.base);
+        self.send(self.client.post(url).body(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+}
+
+/// (body, expected `sorted_list` exactly as text)
+#[rustfmt::skip]
+const VALID: &[(&str, &str)] = &[
+    // The original client's request.
+    (r#"{"x": "[1, 4, 15, 10, 7, 90, 50]", "y": "[11, 14, 5]"}"#, "[1,4,5,7,10,11,14,15,50,90]"),
+    (r#"{"x1": "5", "x2": "7"}"#, "[5,7]"),
+    (r#"{"x1": "[5,3,9]"}"#, "[3,5,9]"),
+    (r#"{"x1": "[5,3,9]", "x2": "4", "x3": "-1"}"#, "[-1,3,4,5,9]"),
+    (r#"{"a": " -3 ", "b": "+7", "c": "2.5", "d": "1e3"}"#, "[-3,2.5,7,1000.0]"),
+    (r#"{"a": "123456789012345678901234567890", "b": "-5"}"#, "[-5,123456789012345678901234567890]"),
+    (r#"{"a": "[]"}"#, "[]"),
+    (r#"{"a": "[11,14,5,]"}"#, "[5,11,14]"),
+    ("{\"a\": \"\\n[ 5 ,\\t3,\\r\\n 9 ,\\n]\\n\"}", "[3,5,9]"),
+    (r#"{"a": "[-1.5e-3, 2E2, .5, 5., -0]"}"#, "[-0.0015,0,0.5,5.0,200.0]"),
+    (r#"{"x1": 5, "x2": [3, 1]}"#, "[1,3,5]"),
+    (r#"{"x1": 2.5, "x2": [1e2, -7]}"#, "[-7,2.5,100.0]"),
+    ("[3,1,2]", "[1,2,3]"),
+    ("[]", "[]"),
+    ("{}", "[]"),
+    (r#"{"a": "[1, 99999999999999999999999]"}"#, "[1,99999999999999999999999]"),
+    (r#"{"a": [99999999999999999999999, -99999999999999999999999, 0]}"#, "[-99999999999999999999999,0,99999999999999999999999]"),
+    // 2^53 + 1 sorts above the float 2^53: nothing is rounded through f64.
+    (r#"{"a": "9007199254740993", "b": 9007199254740992.0}"#, "[9007199254740992.0,9007199254740993]"),
+    (r#"{"a": "100000000000000000001", "b": "1e20", "c": "99999999999999999999"}"#, "[99999999999999999999,1e+20,100000000000000000001]"),
+    // Numerically equal values keep their input order.
+    (r#"{"a": "1.0", "b": 1, "c": "[0.0, -0.0]"}"#, "[0.0,-0.0,1.0,1]"),
+    (r#"{"a": "1_000", "b": "[2_0, 1_0.5]"}"#, "[10.5,20,1000]"),
+    (r#"{"": "2", "ключ": "1", "x y": "[3]"}"#, "[1,2,3]"),
+    // A repeated key keeps its last value, as Python's json did.
+    (r#"{"a": "1", "a": "9"}"#, "[9]"),
+    (r#"{"a": [9223372036854775807, -9223372036854775808, 9223372036854775808]}"#, "[-9223372036854775808,9223372036854775807,9223372036854775808]"),
+];
+
+#[tokio::test]
+async fn post_valid_inputs_returns_sorted_list() {
+    let app = spawn_app().await;
+    for (body, expected) in VALID {
+        let answer = app.post("/", *body).await;
+        assert_eq!(
+            answer.status, 200,
+            "payload {body} answered {}",
+            answer.text
+        );
+        assert_eq!(
+            answer.text,
+            format!(r#"{{"sorted_list":{expected}}}"#),
+            "payload {body}"
+        );
+        assert_eq!(
+            answer.headers["content-type"], "application/json",
+            "payload {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_with_order_desc_returns_descending_and_keeps_ties_in_input_order() {
+    let app = spawn_app().await;
+    let answer = app
+        .post(
+            "/?order=desc",
+            r#"{"a": "[1, 3.5, 2]", "b": "1.0", "c": 99999999999999999999}"#,
+        )
+        .await;
+    assert_eq!(
+        answer.text,
+        r#"{"sorted_list":[99999999999999999999,3.5,2,1,1.0]}"#
+    );
+    let answer = app.post("/?order=asc", "[2,1]").await;
+    assert_eq!(answer.text, r#"{"sorted_list":[1,2]}"#);
+}
+
+#[tokio::test]
+async fn post_accepts_json_whatever_the_content_type() {
+    let app = spawn_app().await;
+    for content_type in [
+        "application/x-www-form-urlencoded", // what `curl -d` sends
+        "text/plain",
+        "application/json",
+        "application/octet-stream",
+    ] {
+        let request = app
+            .client
+            .post(&app.base)
+            .header("content-type", content_type)
+            .body(r#"{"x1":"[5,3,9]","x2":"4"}"#);
+        let answer = app.send(request).await;
+        assert_eq!(
+            answer.text, r#"{"sorted_list":[3,4,5,9]}"#,
+            "content type {content_type}"
+        );
+    }
+}
+
+/// (body, code, key, position, words the message must contain)
+#[rustfmt::skip]
+const INVALID: &[(&str, &str, Option<&str>, Option<u64>, &str)] = &[
+    ("", "empty_body", None, None, "empty"),
+    (" \n ", "empty_body", None, None, "empty"),
+    ("{", "malformed_json", None, None, "line 1 column 1"),
+    ("{\"x1\": \"5\",}", "malformed_json", None, None, "trailing comma"),
+    ("abc", "malformed_json", None, None, "not valid JSON"),
+    (r#"{"x1": NaN}"#, "malformed_json", None, None, "not valid JSON"),
+    (r#"{"x1": Infinity}"#, "malformed_json", None, None, "not valid JSON"),
+    ("5", "wrong_body_type", None, None, "found a number"),
+    (r#""[1,2]""#, "wrong_body_type", None, None, "found a string"),
+    ("null", "wrong_body_type", None, None, "found null"),
+    (r#"{"x1": "abc"}"#, "invalid_value", Some("x1"), Some(0), "expected a number, found 'a'"),
+    (r#"{"x1": "__import__('os')"}"#, "invalid_value", Some("x1"), Some(0), "found '_'"),
+    (r#"{"x1": true}"#, "invalid_value", Some("x1"), Some(0), "found a boolean"),
+    (r#"{"x1": null}"#, "invalid_value", Some("x1"), Some(0), "found null"),
+    (r#"{"x1": {}}"#, "invalid_value", Some("x1"), Some(0), "found an object"),
+    (r#"{"x1": ""}"#, "invalid_value", Some("x1"), Some(0), "found the end of the value"),
+    (r#"{"x1": "[[1,2],3]"}"#, "invalid_value", Some("x1"), Some(1), "nested lists"),
+    (r#"{"x1": [[1,2],3]}"#, "invalid_value", Some("x1"), Some(1), "nested lists"),
+    (r#"{"x1": "NaN"}"#, "invalid_value", Some("x1"), Some(0), "found 'N'"),
+    (r#"{"x1": "Infinity"}"#, "invalid_value", Some("x1"), Some(0), "found 'I'"),
+    (r#"{"x1": "[1, inf]"}"#, "invalid_value", Some("x1"), Some(4), "found 'i'"),
+    (r#"{"x1": "1e999"}"#, "invalid_value", Some("x1"), Some(0), "too large for a 64-bit float"),
+    (r#"{"x1": "1_"}"#, "invalid_value", Some("x1"), Some(1), "underscore"),
+    (r#"{"x1": "1__000"}"#, "invalid_value", Some("x1"), Some(1), "underscore"),
+    (r#"{"x1": "0x1F"}"#, "invalid_value", Some("x1"), Some(1), "found 'x'"),
+    (r#"{"x1": "1.2.3"}"#, "invalid_value", Some("x1"), Some(3), "found '.'"),
+    (r#"{"x1": "--1"}"#, "invalid_value", Some("x1"), Some(1), "found '-'"),
+    (r#"{"x1": "[5, 3"}"#, "invalid_value", Some("x1"), Some(5), "found the end of the value"),
+    (r#"{"x1": "[5 3]"}"#, "invalid_value", Some("x1"), Some(3), "expected ',' or ']'"),
+    (r#"{"x1": "[1,,2]"}"#, "invalid_value", Some("x1"), Some(3), "found ','"),
+    (r#"{"x1": "[1, 2] 3"}"#, "invalid_value", Some("x1"), Some(7), "unexpected '3'"),
+    (r#"{"ok": "1", "bad": "[1, 2, x]"}"#, "invalid_value", Some("bad"), Some(7), "found 'x'"),
+    (r#"{"x1": ["1"]}"#, "invalid_value", Some("x1"), Some(1), "found '\"'"),
+    (r#"[1, true]"#, "invalid_value", None, Some(4), "found 't'"),
+];
+
+#[tokio::test]
+async fn post_invalid_inputs_returns_400_with_what_and_where() {
+    let app = spawn_app().await;
+    for (body, code, key, position, words) in INVALID {
+        let answer = app.post("/", *body).await;
+        assert_eq!(
+            answer.status, 400,
+            "payload {body:?} answered {}",
+            answer.text
+        );
+        let error = &answer.json()["error"];
+        assert_eq!(error["status"], 400, "payload {body:?}");
+        assert_eq!(error["code"], *code, "payload {body:?}: {error}");
+        assert_eq!(error["key"].as_str(), *key, "payload {body:?}: {error}");
+        assert_eq!(
+            error["position"].as_u64(),
+            *position,
+            "payload {body:?}: {error}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(words),
+            "payload {body:?}: message {message:?} lacks {words:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn post_with_bad_query_returns_400() {
+    let app = spawn_app().await;
+    let answer = app.post("/?order=sideways", "[1]").await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["error"]["code"], "bad_query");
+}
+
+#[tokio::test]
+async fn wrong_method_returns_405_with_allow_and_unknown_path_404() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("PUT", "/", "GET, POST"),
+        ("DELETE", "/", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+        ("PATCH", "/metrics", "GET"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let answer = app
+            .send(
+                app.client
+                    .request(method.clone(), format!("{}{path}", app.base)),
+            )
+            .await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.headers["allow"], allow, "{method} {path}");
+        assert_eq!(answer.json()["error"]["code"], "method_not_allowed");
+    }
+    for path in ["/nope", "/healthz/x", "/sort", "//"] {
+        let answer = app.post(path, "[1]").await;
+        assert_eq!(answer.status, 404, "POST {path}");
+        assert_eq!(answer.json()["error"]["code"], "not_found", "POST {path}");
+    }
+}
+
+#[tokio::test]
+async fn body_over_the_limit_returns_413() {
+    let app = spawn_app_with(Config {
+        max_body_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let just_fits = format!("[{}1]", " ".repeat(1021));
+    assert_eq!(app.post("/", just_fits).await.status, 200);
+    let answer = app.post("/", format!("[{}1]", " ".repeat(1022))).await;
+    assert_eq!(answer.status, 413, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "body_too_large");
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_returns_413_without_reading_it_all() {
+    let app = spawn_app_with(Config {
+        max_body_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 2 KiB in chunks, without the terminating chunk: the server must answer anyway.
+    for _ in 0..4 {
+        let chunk = " ".repeat(512);
+        stream
+            .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers before the body ends")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+}
+
+#[tokio::test]
+async fn more_numbers_than_the_limit_returns_413() {
+    let app = spawn_app_with(Config {
+        max_numbers: 5,
+        ..Config::default()
+    })
+    .await;
+    assert_eq!(
+        app.post("/", r#"{"a": "[1,2,3]", "b": [4, 5]}"#)
+            .await
+            .status,
+        200
+    );
+    let answer = app
+        .post("/", r#"{"a": "[1,2,3]", "b": [4, 5], "c": "6"}"#)
+        .await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["error"]["code"], "too_many_numbers");
+    assert!(
+        answer.text.contains("more than 5 numbers"),
+        "{}",
+        answer.text
+    );
+}
+
+#[tokio::test]
+async fn large_request_is_sorted_exactly() {
+    let app = spawn_app().await;
+    let values: Vec<i64> = (0..200_000i64)
+        .map(|i| (i * 2_654_435_761) % 1_000_003 - 500_000)
+        .collect();
+    let mut expected = values.clone();
+    expected.sort();
+    let answer = app.post("/", serde_json::to_string(&values).unwrap()).await;
+    assert_eq!(answer.status, 200);
+    let sorted: Vec<i64> = serde_json::from_value(answer.json()["sorted_list"].clone()).unwrap();
+    assert_eq!(sorted, expected);
+}
+
+#[tokio::test]
+async fn get_root_explains_usage() {
+    let app = spawn_app().await;
+    let answer = app.get("/").await;
+    assert_eq!(answer.status, 200);
+    let usage = answer.json();
+    assert!(usage["usage"].as_str().unwrap().contains("POST /"));
+    assert_eq!(usage["limits"]["max_body_bytes"], 16 * 1024 * 1024);
+    // The examples in the usage document are true.
+    for example in usage["examples"].as_array().unwrap() {
+        let answer = app.post("/", example["request"].to_string()).await;
+        assert_eq!(
+            answer.json(),
+            example["response"],
+            "usage example {example}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthz_answers_status_and_version() {
+    let app = spawn_app().await;
+    let answer = app.get("/healthz").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_numbers_and_latency() {
+    let app = spawn_app().await;
+    app.post("/", r#"{"x1": "[5,3,9]", "x2": "4"}"#).await;
+    app.post("/", r#"{"x1": "abc"}"#).await;
+    app.get("/nope").await;
+    let answer = app.get("/metrics").await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = answer.text;
+    for line in [
+        r#"sortd_http_requests_total{route="/",method="POST",status="200"} 1"#,
+        r#"sortd_http_requests_total{route="/",method="POST",status="400"} 1"#,
+        r#"sortd_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        "sortd_numbers_sorted_total 4",
+        r#"sortd_http_request_duration_seconds_count{route="/"} 2"#,
+        // The metrics request itself is in flight while it is encoded.
+        "sortd_http_requests_in_flight 1",
+    ] {
+        assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
+    }
+}

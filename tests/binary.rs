@@ -1,0 +1,223 @@
+//! The `sortd` process as systemd runs it: flags, settings from the
+//! environment, socket activation and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SORTD: &str = env!("CARGO_BIN_EXE_sortd");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(SORTD)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("sortd runs")
+}
+
+#[test]
+fn version_and_help_print_and_exit_zero() {
+    let version = run(&["--version"], &[]);
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("sortd {}", env!("CARGO_PKG_VERSION"))
+    );
+    let help = run(&["--help"], &[]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for variable in [
+        "SORTD_LISTEN",
+        "SORTD_MAX_BODY_BYTES",
+        "SORTD_MAX_NUMBERS",
+        "RUST_LOG",
+    ] {
+        assert!(help.contains(variable), "--help lacks {variable}");
+    }
+}
+
+#[test]
+fn invalid_settings_exit_2_with_a_clear_message_and_no_panic() {
+    for (variable, value) in [
+        ("SORTD_MAX_BODY_BYTES", "16M"),
+        ("SORTD_MAX_NUMBERS", "-1"),
+        ("SORTD_LISTEN", "localhost"),
+        ("SORTD_DRAIN_SECS", "soon"),
+    ] {
+        let output = run(&[], &[(variable, value)]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(
+            stderr.contains(variable) && stderr.contains(value),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let output = run(&["--frobnicate"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn busy_address_exits_1_with_a_clear_message() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(&[], &[("SORTD_LISTEN", &addr)]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+/// A running sortd whose log is read until it says where it listens.
+struct Server {
+    child: Child,
+    addr: String,
+    log: BufReader<std::process::ChildStderr>,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Server {
+        let mut child = command
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sortd starts");
+        let mut log = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                log.read_line(&mut line).unwrap() > 0,
+                "sortd exited before listening"
+            );
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                let addr = rest.split_whitespace().next().unwrap().to_owned();
+                return Server { child, addr, log };
+            }
+        }
+    }
+
+    /// Waits for the exit and returns the status and the rest of the log.
+    fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let mut rest = String::new();
+        self.log.read_to_string(&mut rest).unwrap();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn post(addr: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let mut command = Command::new(SORTD);
+    command.env("SORTD_LISTEN", "127.0.0.1:0");
+    let mut server = Server::start(command);
+    assert!(post(&server.addr, "[2,1]").ends_with(r#"{"sorted_list":[1,2]}"#));
+
+    // A request whose body is still arriving when SIGTERM comes.
+    let body = r#"{"x1":"[5,3,9]","x2":"4"}"#;
+    let mut slow = TcpStream::connect(&server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        slow,
+        "POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(200));
+    slow.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"sorted_list":[3,4,5,9]}"#), "{answer}");
+
+    let (status, log) = server.wait();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(
+        TcpStream::connect(&server.addr).is_err(),
+        "still listening after exit"
+    );
+}
+
+#[test]
+fn serves_a_socket_passed_by_systemd() {
+    // systemd-socket-activate binds the port and starts sortd with LISTEN_FDS
+    // on the first connection, as systemd does with sortd.socket.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr, "-E", "RUST_LOG=", SORTD])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate runs (package systemd)");
+    let mut answer = String::new();
+    for _ in 0..50 {
+        if TcpStream::connect(&addr).is_ok() {
+            answer = post(&addr, "[3,1,2]");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        answer.ends_with(r#"{"sorted_list":[1,2,3]}"#),
+        "answer {answer:?}, log {log}"
+    );
+    // Also shows that a blank RUST_LOG keeps the default level, info.
+    assert!(log.contains("(socket from systemd)"), "{log}");
+}
