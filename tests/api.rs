@@ -166,8 +166,16 @@ async fn post_accepts_json_whatever_the_content_type() {
 }
 
 /// (body, code, key, position, words the message must contain)
+type InvalidCase = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<u64>,
+    &'static str,
+);
+
 #[rustfmt::skip]
-const INVALID: &[(&str, &str, Option<&str>, Option<u64>, &str)] = &[
+const INVALID: &[InvalidCase] = &[
     ("", "empty_body", None, None, "empty"),
     (" \n ", "empty_body", None, None, "empty"),
     ("{", "malformed_json", None, None, "line 1 column 1"),

@@ -89,17 +89,23 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("sortd starts");
-        let mut log = BufReader::new(child.stderr.take().unwrap());
+        let log = BufReader::new(child.stderr.take().unwrap());
+        // From here on, Drop kills and reaps the process whatever happens.
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            log,
+        };
         let mut line = String::new();
         loop {
             line.clear();
             assert!(
-                log.read_line(&mut line).unwrap() > 0,
+                server.log.read_line(&mut line).unwrap() > 0,
                 "sortd exited before listening"
             );
             if let Some((_, rest)) = line.split_once("listening on http://") {
-                let addr = rest.split_whitespace().next().unwrap().to_owned();
-                return Server { child, addr, log };
+                server.addr = rest.split_whitespace().next().unwrap().to_owned();
+                return server;
             }
         }
     }
