@@ -130,7 +130,17 @@ pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError
             }
         }
         Some(b'[') => {
+            // A JSON array of numbers is also a valid list for the scanner, so
+            // scan it directly; only when that fails does serde_json say
+            // whether the body is JSON at all, for the clearer error.
+            let scanned = std::str::from_utf8(body)
+                .ok()
+                .map(|text| scan(text, &mut numbers));
+            if let Some(Ok(())) = scanned {
+                return Ok(numbers);
+            }
             let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+            numbers = Numbers::with_limit(max_numbers);
             scan_json_value(raw, &mut numbers).map_err(|e| e.at(None))?;
         }
         Some(_) => {
@@ -298,8 +308,7 @@ impl Scanner<'_> {
         if self.peek() == Some(b'[') {
             self.list(numbers)?;
         } else {
-            let number = self.number()?;
-            numbers.push(number).map_err(Fail::TooMany)?;
+            self.element(numbers)?;
         }
         self.skip_whitespace();
         match self.peek() {
@@ -319,8 +328,7 @@ impl Scanner<'_> {
                 Some(b'[') => return self.fail(Reason::NestedList),
                 _ => {}
             }
-            let number = self.number()?;
-            numbers.push(number).map_err(Fail::TooMany)?;
+            self.element(numbers)?;
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -334,6 +342,35 @@ impl Scanner<'_> {
         }
         self.pos += 1; // ']'
         Ok(())
+    }
+
+    /// Reads one number into `numbers`. Plain integers of up to 18 digits
+    /// (nearly all input) take a fast path; anything else goes to
+    /// [`Scanner::number`], which reads every form.
+    #[inline]
+    fn element(&mut self, numbers: &mut Numbers) -> Result<(), Fail> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        let digits_start = start + usize::from(negative);
+        let mut end = digits_start;
+        let mut magnitude: i64 = 0;
+        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(end) {
+            magnitude = magnitude
+                .wrapping_mul(10)
+                .wrapping_add(i64::from(digit - b'0'));
+            end += 1;
+        }
+        let plain_end = matches!(
+            self.bytes.get(end),
+            None | Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+        );
+        if plain_end && (1..=18).contains(&(end - digits_start)) {
+            self.pos = end;
+            let value = if negative { -magnitude } else { magnitude };
+            return numbers.push_int(value).map_err(Fail::TooMany);
+        }
+        let number = self.number()?;
+        numbers.push(number).map_err(Fail::TooMany)
     }
 
     /// Reads digits (with single underscores between them, as Python allows)

@@ -1,9 +1,12 @@
 //! The numbers of one request and how they are sorted.
 //!
 //! Almost every request holds only 64-bit integers; those stay in a plain
-//! `Vec<i64>` and are sorted by a radix sort. The first number of any other
-//! kind switches the collection to exact [`Number`]s and a stable comparison
-//! sort.
+//! `Vec<i64>` and are sorted with `sort_unstable` (ipnsort). On the project's
+//! 2-core machines it beat the radix sorts tried (radsort, voracious_sort,
+//! radsort on range-reduced `u32` keys) at 1e6 integers: 21-29 ms against
+//! 22-51 ms, measured side by side, so no radix sort is used.
+//! The first number of any other kind switches the collection to exact
+//! [`Number`]s and a stable comparison sort.
 
 use serde::ser::{Serialize, Serializer};
 
@@ -17,9 +20,6 @@ pub enum Order {
     Asc,
     Desc,
 }
-
-/// Below this many integers a comparison sort beats a radix sort's passes.
-const RADIX_THRESHOLD: usize = 512;
 
 /// The numbers of a request, in input order until sorted.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +54,18 @@ impl Numbers {
         self.len() == 0
     }
 
+    /// Adds an `i64`: the hot path of the scanner.
+    #[inline]
+    pub fn push_int(&mut self, value: i64) -> Result<(), usize> {
+        match &mut self.values {
+            Values::Ints(ints) if ints.len() < self.limit => {
+                ints.push(value);
+                Ok(())
+            }
+            _ => self.push(Number::Int(value)),
+        }
+    }
+
     /// Adds a number, or returns the limit when it is already reached.
     pub fn push(&mut self, number: Number) -> Result<(), usize> {
         if self.len() >= self.limit {
@@ -78,11 +90,7 @@ impl Numbers {
             Values::Ints(ints) => {
                 // Equal integers are indistinguishable, so an unstable sort and
                 // a reversal give the same answer as a stable descending sort.
-                if ints.len() >= RADIX_THRESHOLD {
-                    radsort::sort(ints);
-                } else {
-                    ints.sort_unstable();
-                }
+                ints.sort_unstable();
                 if order == Order::Desc {
                     ints.reverse();
                 }
@@ -125,7 +133,7 @@ mod tests {
     }
 
     #[test]
-    fn radix_path_sorts_negatives_and_extremes() {
+    fn integer_path_sorts_negatives_and_extremes() {
         let mut values: Vec<Number> = (0..2000)
             .map(|i| Number::Int((i * 7919) % 2000 - 1000))
             .collect();

@@ -134,7 +134,7 @@ proptest! {
     }
 
     #[test]
-    fn many_integers_take_the_radix_path_and_sort_exactly(
+    fn many_integers_in_a_top_level_array_sort_exactly(
         values in prop::collection::vec(any::<i64>(), 0..3000),
         desc in any::<bool>(),
     ) {
