@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""A bounded HTTP load loop: POSTs sort requests with keep-alive from a few
+threads until a request count, a time limit, or a stop file is reached, then
+prints a JSON summary. Standard library only, so it runs inside test hosts.
+
+    load.py URL [--threads 4] [--max-requests 20000] [--max-seconds 120]
+            [--stop-file PATH]
+
+Every answer must be 200 with the expected sorted list; anything else (a
+status, a wrong body, a refused or reset connection) counts as a failure.
+"""
+
+import argparse
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from pathlib import Path
+
+BODY = b'{"x1": "[5, 3, 9]", "x2": "4", "x3": [8, -1]}'
+EXPECTED = b'{"sorted_list":[-1,3,4,5,8,9]}'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url")
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--max-requests", type=int, default=20000)
+    parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--stop-file")
+    args = parser.parse_args()
+    url = urllib.parse.urlsplit(args.url)
+    deadline = time.monotonic() + args.max_seconds
+    lock = threading.Lock()
+    counts: Counter = Counter()
+    failures: list[str] = []
+    served_by: Counter = Counter()
+
+    def stop() -> bool:
+        return (time.monotonic() > deadline or counts["sent"] >= args.max_requests
+                or (args.stop_file is not None and Path(args.stop_file).exists()))
+
+    def worker() -> None:
+        connection = None
+        while not stop():
+            with lock:
+                counts["sent"] += 1
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
+                connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                body = response.read()
+                ok = response.status == 200 and body == EXPECTED
+                with lock:
+                    counts["ok" if ok else "failed"] += 1
+                    served_by[response.getheader("X-Served-By") or "-"] += 1
+                    if not ok and len(failures) < 20:
+                        failures.append(f"{response.status} {body[:200]!r}")
+                if response.getheader("Connection", "").lower() == "close":
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as error:
+                with lock:
+                    counts["failed"] += 1
+                    if len(failures) < 20:
+                        failures.append(f"{type(error).__name__}: {error}")
+                if connection is not None:
+                    connection.close()
+                connection = None
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({
+        "requests": counts["ok"] + counts["failed"],
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "seconds": round(time.monotonic() - started, 2),
+        "failures": failures,
+        "served_by": dict(served_by),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The .deb on a real Debian 12 host with systemd as PID 1 (a test host):
+install, crash recovery, upgrade under load, remove and purge.
+
+The tests run in order against one host, as an administrator would.
+"""
+
+import json
+import socket
+import time
+
+import pytest
+from testhosts import Forward, HostSpec, Lab
+
+SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
+SORTED = '{"sorted_list":[3,4,5,9]}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with Lab("package") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def host(lab, http_port):
+    return lab.boot(HostSpec("pkg-01", "10.231.0.21", [Forward(http_port, 80)]))
+
+
+def curl(host, *args: str) -> str:
+    return host.run(["curl", "-sS", "--max-time", "10", *args]).stdout
+
+
+def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, http_port):
+    first, _ = debs
+    host.put(first, "/root/sortd-1.deb")
+    host.run(["apt-get", "update", "-q"])
+    host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd-1.deb"])
+
+    assert host.run(["systemctl", "is-active", "sortd.socket", "sortd.service", "nginx"]).stdout.split() \
+        == ["active"] * 3
+    assert host.run(["systemctl", "is-enabled", "sortd.socket", "sortd.service"]).stdout.split() \
+        == ["enabled"] * 2
+    # Type=notify: the service is up only once sortd said READY=1.
+    assert "Type=notify" in host.run(["systemctl", "show", "-p", "Type", "sortd.service"]).stdout
+    assert curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
+    # From this machine, through the forwarded port, as a client would.
+    from urllib.request import Request, urlopen
+    with urlopen(Request(f"http://127.0.0.1:{http_port}/", data=SORT_BODY.encode()), timeout=10) as answer:
+        assert answer.read().decode() == SORTED
+        assert answer.headers["X-Request-ID"]
+        assert "nginx/" not in (answer.headers["Server"] or "")  # server_tokens off
+    # The stock default site gave way; the sortd site is the default server.
+    assert host.sh("readlink /etc/nginx/sites-enabled/sortd").strip() == "/etc/nginx/sites-available/sortd"
+    assert host.run(["test", "-e", "/etc/nginx/sites-enabled/default"], check=False).returncode == 1
+    host.run(["nginx", "-t", "-q"])
+
+
+def test_package_files_pass_systemd_and_nginx_checks(host):
+    verify = host.run(["systemd-analyze", "verify", "sortd.socket", "sortd.service"], check=False)
+    assert verify.returncode == 0 and verify.stdout.strip() == "" and verify.stderr.strip() == "", \
+        verify.stdout + verify.stderr
+    security = host.run(["systemd-analyze", "security", "sortd.service"]).stdout
+    exposure = float(security.split("Overall exposure level for sortd.service:")[1].split()[0])
+    print(f"systemd-analyze security sortd.service (online, on the host): {exposure}")
+    assert exposure <= 1.0
+    assert host.run(["test", "-f", "/usr/share/man/man8/sortd.8.gz"]).returncode == 0
+    assert "SORTD_MAX_BODY_BYTES=16777216" in host.sh("cat /etc/default/sortd")
+
+
+def test_metrics_answer_on_the_host_only(host, http_port):
+    assert "sortd_http_requests_total" in curl(host, "http://127.0.0.1/metrics")
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+    with pytest.raises(HTTPError) as refused:
+        urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10)
+    assert refused.value.code == 403
+
+
+def test_access_log_carries_request_id_and_client_address(host):
+    curl(host, "-H", "X-Request-ID: test-rid-42", "http://127.0.0.1/", "-d", "[2,1]")
+    time.sleep(0.5)
+    journal = host.run(["journalctl", "-u", "sortd.service", "--no-pager", "-o", "cat"]).stdout
+    line = next(line for line in journal.splitlines() if "request_id=test-rid-42" in line)
+    assert "POST / 200" in line and "real_ip=127.0.0.1" in line
+
+
+def test_kill_9_brings_the_service_back_within_2_seconds(host):
+    before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
+    # Kill, then poll through nginx until it answers again; timed inside the host.
+    script = f"""
+kill -9 {before}
+start=$(date +%s%N)
+until [ "$(curl -s --max-time 1 http://127.0.0.1/ -d '[2,1]')" = '{{"sorted_list":[1,2]}}' ]; do
+    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 10000 ] || exit 1
+    sleep 0.05
+done
+echo $(( ($(date +%s%N) - start) / 1000000 ))
+"""
+    recovered_ms = int(host.sh(script).strip())
+    after = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
+    print(f"answered again {recovered_ms} ms after kill -9 (pid {before} -> {after})")
+    assert after != before
+    assert recovered_ms <= 2000
+
+
+def test_upgrade_under_load_fails_no_request(host, debs):
+    _, second = debs
+    host.put(second, "/root/sortd-2.deb")
+    host.put(pytest.importorskip("pathlib").Path(__file__).with_name("load.py"), "/root/load.py")
+    pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
+    # The load runs inside the host against nginx on 127.0.0.1:80, bounded in
+    # time and count; it stops when the upgrade is done.
+    load = host.run(["sh", "-c", "rm -f /root/stop; python3 /root/load.py http://127.0.0.1/ --threads 4 "
+                     "--max-seconds 90 --max-requests 200000 --stop-file /root/stop "
+                     "> /root/load.json 2>&1 & echo started"])
+    assert "started" in load.stdout
+    time.sleep(2)
+    host.run(["apt-get", "install", "-y", "-q", "/root/sortd-2.deb"])
+    time.sleep(2)
+    host.run(["touch", "/root/stop"])
+    summary = None
+    for _ in range(100):
+        text = host.run(["cat", "/root/load.json"], check=False).stdout
+        if text.strip():
+            summary = json.loads(text)
+            break
+        time.sleep(0.2)
+    assert summary, "the load loop did not finish"
+    pid_after = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
+    version = host.run(["dpkg-query", "-W", "-f", "${Version}", "sortd"]).stdout
+    print(f"upgrade to {version} under load: {summary['requests']} requests in {summary['seconds']} s, "
+          f"{summary['failed']} failed; pid {pid_before} -> {pid_after}")
+    assert version == second.name.split("_")[1]
+    assert pid_after != pid_before, "the upgrade did not restart sortd"
+    assert summary["requests"] > 100
+    assert summary["failed"] == 0, summary["failures"]
+
+
+def test_remove_stops_it_and_purge_leaves_nothing(host):
+    host.run(["apt-get", "remove", "-y", "-q", "sortd"])
+    assert host.run(["systemctl", "is-active", "sortd.service", "sortd.socket"], check=False).stdout.split() \
+        == ["inactive", "inactive"]
+    assert host.run(["test", "-e", "/etc/nginx/sites-enabled/sortd"], check=False).returncode == 1
+    assert host.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"
+    host.run(["nginx", "-t", "-q"])
+    assert host.run(["test", "-f", "/etc/default/sortd"]).returncode == 0  # conffiles stay on remove
+
+    host.run(["apt-get", "purge", "-y", "-q", "sortd"])
+    leftovers = host.sh(
+        "dpkg -S sortd 2>/dev/null || true; dpkg -l sortd 2>/dev/null | grep '^.[^n]' || true; "
+        "find /etc /usr /var/lib /run/systemd/system -name '*sortd*' 2>/dev/null; "
+        "getent passwd sortd || true; systemctl list-unit-files 'sortd*' --no-legend || true")
+    assert leftovers.strip() == "", leftovers
+    # nginx's stock default site is back, and nginx still runs.
+    assert host.sh("readlink /etc/nginx/sites-enabled/default").strip() == "/etc/nginx/sites-available/default"
+    assert host.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"

@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""Test hosts: real Debian 12 machines with systemd as PID 1, on this machine.
+
+Each host is a systemd-nspawn container booted from a shared mmdebstrap root
+filesystem (an overlayfs per host), on a bridge inside a network namespace
+that a `Lab` creates and owns. Nothing leaves the namespace: apt goes through
+apt-cacher-ng on the host's 127.0.0.1:3142, and a host's ports are forwarded
+to 127.0.0.1 on this machine through socat pairs joined by unix sockets, as a
+Vagrant VM's forwarded ports would be. Each host has sshd and a `vagrant` user
+with passwordless sudo, like a Vagrant box.
+
+A Lab is a context manager: leaving it, normally or by an exception, stops
+everything it started, by PID, and removes its mounts, namespace and files.
+Its state is also written under /run/sortd-testhosts/<lab>/, so a lab left
+behind by a killed process is cleaned by the next `Lab` of the same name or by
+`testhosts.py down LAB`. See ../../shared/TEST-HOSTS.md for the facts behind
+the recipe.
+
+    with Lab("pkg") as lab:
+        host = lab.boot(HostSpec("web-01", "10.231.0.11", [Forward(8080, 80)]))
+        host.run(["systemctl", "is-system-running"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RUN = Path("/run/sortd-testhosts")
+DATA = Path("/var/lib/sortd-testhosts")
+CACHE = Path("/var/cache/sortd-testhosts")
+APT_PROXY_PORT = 3142
+SUITE = "bookworm"
+PACKAGES = [
+    "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "python3-apt",
+    "iproute2", "iputils-ping", "procps", "curl", "ca-certificates", "netbase",
+    "nftables", "man-db",
+]
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A guest port reachable on this machine at host_ip:host_port."""
+
+    host_port: int
+    guest_port: int
+    host_ip: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """What a test host is: its name, address on the lab bridge, forwarded
+    ports, and optionally where to leave the `vagrant` user's private key."""
+
+    name: str
+    ip: str
+    forwards: list[Forward] = field(default_factory=list)
+    private_key_path: Path | None = None
+
+
+def log(message: str) -> None:
+    print(f"testhosts: {message}", flush=True)
+
+
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("check", True)
+    return subprocess.run(args, **kwargs)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not after {timeout:.0f}s")
+
+
+def rootfs() -> Path:
+    """The shared Debian 12 root filesystem, built once and cached."""
+    key = hashlib.sha256(" ".join([SUITE, *PACKAGES, "v2"]).encode()).hexdigest()[:12]
+    root = CACHE / f"rootfs-{SUITE}-{key}"
+    if (root / ".complete").exists():
+        return root
+    for stale in CACHE.glob("rootfs-*"):  # older package lists
+        shutil.rmtree(stale, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log(f"building {root} with mmdebstrap (about a minute, once)")
+    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(PACKAGES)}", SUITE, str(root)])
+    chroot = ["chroot", str(root)]
+    run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant"])
+    (root / "etc/sudoers.d/vagrant").write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
+    (root / "etc/sudoers.d/vagrant").chmod(0o440)
+    run([*chroot, "systemctl", "enable", "systemd-networkd", "ssh"], stdout=subprocess.DEVNULL)
+    # No uplink: nothing to wait for, and a failed wait marks the boot degraded.
+    run([*chroot, "systemctl", "mask", "systemd-networkd-wait-online.service"], stdout=subprocess.DEVNULL)
+    # Host keys are made per host; the rootfs must not carry any.
+    for key_file in (root / "etc/ssh").glob("ssh_host_*"):
+        key_file.unlink()
+    (root / ".complete").write_text(time.strftime("%F %T\n"))
+    log(f"rootfs built in {time.monotonic() - started:.0f}s")
+    return root
+
+
+class Host:
+    """A booted test host. `run` executes a command inside it as root."""
+
+    def __init__(self, spec: HostSpec, root: Path, leader: int) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.ip = spec.ip
+        self.root = root
+        self.leader = leader
+
+    def run(self, args: list[str], check: bool = True, timeout: float = 600,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        command = ["nsenter", "--target", str(self.leader), "--all", "--",
+                   "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"on {self.name}: {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+    def sh(self, script: str, check: bool = True, timeout: float = 600) -> str:
+        return self.run(["sh", "-ec", script], check=check, timeout=timeout).stdout
+
+    def put(self, source: Path, dest: str) -> str:
+        """Copies a file from this machine into the host (not under /tmp,
+        which systemd mounts over inside)."""
+        target = self.root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return dest
+
+
+class Lab:
+    """A network namespace with a bridge, the hosts booted on it, and every
+    process, mount and file they need, all removed on exit."""
+
+    def __init__(self, name: str, subnet: str = "10.231.0") -> None:
+        self.name = name
+        self.netns = f"sortd-{name}"
+        self.subnet = subnet
+        self.gateway = f"{subnet}.1"
+        self.run_dir = RUN / name
+        self.data_dir = DATA / name
+        self.state_file = self.run_dir / "state.json"
+        self.state: dict = {"pids": [], "mounts": [], "netns": None, "cgroups": []}
+        self.hosts: dict[str, Host] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> "Lab":
+        down(self.name)  # whatever a killed run of this lab left behind
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.save()
+        run(["ip", "netns", "add", self.netns])
+        self.state["netns"] = self.netns
+        self.save()
+        for args in (["link", "set", "lo", "up"],
+                     ["link", "add", "br0", "type", "bridge"],
+                     ["addr", "add", f"{self.gateway}/24", "dev", "br0"],
+                     ["link", "set", "br0", "up"]):
+            run(["ip", "-n", self.netns, *args])
+        self.ensure_apt_proxy()
+        # apt inside the lab: gateway:3142 -> unix socket -> host 127.0.0.1:3142
+        apt_socket = self.run_dir / "apt.sock"
+        self.spawn(["socat", f"UNIX-LISTEN:{apt_socket},fork,unlink-early",
+                    f"TCP:127.0.0.1:{APT_PROXY_PORT}"])
+        wait_until(apt_socket.exists, 10, "apt proxy socket")
+        self.spawn(self.in_netns(["socat", f"TCP-LISTEN:{APT_PROXY_PORT},bind={self.gateway},fork,reuseaddr",
+                                  f"UNIX-CONNECT:{apt_socket}"]))
+
+    def down(self) -> None:
+        down(self.name)
+        self.hosts.clear()
+
+    # -- helpers -----------------------------------------------------------
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(self.state))
+
+    def in_netns(self, args: list[str]) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *args]
+
+    def spawn(self, args: list[str], cgroup: str | None = None, env: dict | None = None,
+              log_file: Path | None = None) -> subprocess.Popen:
+        """Starts a process this lab owns; its PID is recorded at once."""
+        preexec = None
+        if cgroup:
+            def preexec() -> None:  # noqa: E306 - runs in the child, before exec
+                for hierarchy in ("systemd", "unified"):
+                    procs = Path("/sys/fs/cgroup") / hierarchy / cgroup / "cgroup.procs"
+                    if procs.parent.exists():
+                        procs.write_text(str(os.getpid()))
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env, preexec_fn=preexec, start_new_session=True)
+        self.state["pids"].append(process.pid)
+        self.save()
+        return process
+
+    def ensure_apt_proxy(self) -> None:
+        """apt-cacher-ng on 127.0.0.1:3142 only; started here if not running."""
+        if listening(APT_PROXY_PORT):
+            return
+        cache = CACHE / "apt-cacher-ng"
+        (cache / "log").mkdir(parents=True, exist_ok=True)
+        os.chown(cache, *_user_ids("apt-cacher-ng"))
+        os.chown(cache / "log", *_user_ids("apt-cacher-ng"))
+        # Not --help: that starts a daemon on 0.0.0.0 (TEST-HOSTS.md).
+        self.spawn(["apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1",
+                    "BindAddress=127.0.0.1", f"Port={APT_PROXY_PORT}", f"CacheDir={cache}",
+                    f"LogDir={cache / 'log'}", "SocketPath=", "PidFile="],
+                   log_file=self.run_dir / "apt-cacher-ng.log")
+        wait_until(lambda: listening(APT_PROXY_PORT), 15, "apt-cacher-ng on 127.0.0.1:3142")
+
+    # -- hosts -------------------------------------------------------------
+
+    def boot(self, spec: HostSpec, timeout: float = 90) -> Host:
+        """Boots one host and waits until systemd finished starting it."""
+        return self.boot_all([spec], timeout)[0]
+
+    def boot_all(self, specs: list[HostSpec], timeout: float = 90) -> list[Host]:
+        started = time.monotonic()
+        lower = rootfs()
+        launched = [(spec, self._launch(spec, lower)) for spec in specs]
+        hosts = []
+        for spec, (root, nspawn) in launched:
+            leader = self._wait_for_leader(spec.name, nspawn)
+            host = Host(spec, root, leader)
+            state = host.run(["systemctl", "is-system-running", "--wait"], check=False,
+                             timeout=timeout).stdout.strip()
+            if state not in ("running", "degraded"):
+                raise RuntimeError(f"{spec.name} did not boot: {state}")
+            if state == "degraded":
+                failed = host.run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
+                log(f"{spec.name} booted degraded: {failed.strip()}")
+            wait_until(lambda h=host: h.run(["systemctl", "is-active", "ssh"], check=False).returncode == 0,
+                       30, f"sshd on {spec.name}")
+            for forward in spec.forwards:
+                self._forward(spec, forward)
+            self.hosts[spec.name] = host
+            hosts.append(host)
+        log(f"{', '.join(s.name for s in specs)} up in {time.monotonic() - started:.1f}s")
+        return hosts
+
+    def _launch(self, spec: HostSpec, lower: Path) -> tuple[Path, subprocess.Popen]:
+        node = self.data_dir / spec.name
+        shutil.rmtree(node, ignore_errors=True)
+        upper, work, merged = node / "upper", node / "work", node / "root"
+        for directory in (upper, work, merged):
+            directory.mkdir(parents=True)
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)])
+        self.state["mounts"].append(str(merged))
+        self.save()
+        self._configure(spec, merged)
+        cgroup = f"sortd-testhosts/{self.name}/{spec.name}"
+        for hierarchy in ("systemd", "unified"):
+            path = Path("/sys/fs/cgroup") / hierarchy / cgroup
+            if path.parent.parent.parent.exists():
+                path.mkdir(parents=True, exist_ok=True)
+        self.state["cgroups"].append(cgroup)
+        nspawn = self.spawn(
+            self.in_netns(["systemd-nspawn", "--quiet", "-D", str(merged), "-M", spec.name, "--boot",
+                           "--register=no", "--keep-unit", "--network-bridge=br0",
+                           "--resolv-conf=off", "--timezone=off", "--console=passive"]),
+            cgroup=cgroup, env=dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"),
+            log_file=self.run_dir / f"{spec.name}.console")
+        return merged, nspawn
+
+    def _configure(self, spec: HostSpec, root: Path) -> None:
+        (root / "etc/hostname").write_text(spec.name + "\n")
+        hosts = "127.0.0.1 localhost\n::1 localhost\n" + "".join(
+            f"{s.ip} {s.name}\n" for s in [spec])
+        (root / "etc/hosts").write_text(hosts)
+        # Same name as systemd's own container default (DHCP), so this one replaces it.
+        (root / "etc/systemd/network/80-container-host0.network").write_text(
+            f"[Match]\nName=host0\n\n[Network]\nAddress={spec.ip}/24\nLinkLocalAddressing=no\n"
+            "IPv6AcceptRA=no\n")
+        (root / "etc/apt/apt.conf.d/01proxy").write_text(
+            f'Acquire::http::Proxy "http://{self.gateway}:{APT_PROXY_PORT}";\nAcquire::Retries "5";\n')
+        run(["ssh-keygen", "-A", "-f", str(root)], stdout=subprocess.DEVNULL)
+        key = self.data_dir / spec.name / "id_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vagrant@{spec.name}", "-f", str(key)])
+        ssh_dir = root / "home/vagrant/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+        uid, gid = _ids_in(root, "vagrant")
+        for path in (ssh_dir, ssh_dir / "authorized_keys"):
+            os.chown(path, uid, gid)
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        if spec.private_key_path:
+            spec.private_key_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(key, spec.private_key_path)
+            spec.private_key_path.chmod(0o600)
+
+    def _wait_for_leader(self, name: str, nspawn: subprocess.Popen) -> int:
+        """The container's PID 1, seen from here: a descendant of nspawn."""
+        found: list[int] = []
+
+        def find() -> bool:
+            if nspawn.poll() is not None:
+                console = (self.run_dir / f"{name}.console").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"systemd-nspawn for {name} exited {nspawn.returncode}:\n{console}")
+            for pid in _descendants(nspawn.pid):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                nspid = next((line.split()[1:] for line in status.splitlines()
+                              if line.startswith("NSpid:")), [])
+                if len(nspid) > 1 and nspid[-1] == "1":
+                    found.append(pid)
+                    return True
+            return False
+
+        wait_until(find, 30, f"PID 1 of {name}")
+        return found[0]
+
+    def _forward(self, spec: HostSpec, forward: Forward) -> None:
+        sock = self.run_dir / f"{spec.name}-{forward.guest_port}.sock"
+        self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
+                                  f"TCP:{spec.ip}:{forward.guest_port}"]))
+        wait_until(sock.exists, 10, f"forward socket {sock.name}")
+        self.spawn(["socat", f"TCP-LISTEN:{forward.host_port},bind={forward.host_ip},fork,reuseaddr",
+                    f"UNIX-CONNECT:{sock}"])
+        wait_until(lambda: listening(forward.host_port, forward.host_ip), 10,
+                   f"{forward.host_ip}:{forward.host_port} -> {spec.name}:{forward.guest_port}")
+
+    def stop_host(self, name: str) -> None:
+        """Powers a host off (its nspawn exits); its forwards stay, refusing."""
+        host = self.hosts.pop(name)
+        host.run(["systemctl", "poweroff"], check=False)
+
+
+def _descendants(pid: int) -> list[int]:
+    result, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            result.extend(children)
+            queue.extend(children)
+    return result
+
+
+def _ids_in(root: Path, user: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise KeyError(user)
+
+
+def _user_ids(user: str) -> tuple[int, int]:
+    return _ids_in(Path("/"), user)
+
+
+def down(name: str) -> None:
+    """Removes everything lab `name` started or made, from its state file."""
+    run_dir = RUN / name
+    state_file = run_dir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    pids = state.get("pids", [])
+    # nspawn first (SIGTERM shuts the container down cleanly), socat after.
+    # SIGTERM to each process alone (nspawn turns it into an orderly poweroff
+    # of its container); then SIGKILL to whatever is left of their groups.
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        for pid in pids:
+            _signal(pid, sig, group=sig == signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+    for mount in reversed(state.get("mounts", [])):
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "--lazy", mount], check=False)
+    netns = state.get("netns")
+    if netns and Path(f"/run/netns/{netns}").exists():
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+    for cgroup in state.get("cgroups", []):
+        for hierarchy in ("systemd", "unified"):
+            path = Path("/sys/fs/cgroup") / hierarchy / cgroup
+            for directory in (path, path.parent):
+                try:
+                    directory.rmdir()
+                except OSError:
+                    pass
+    shutil.rmtree(DATA / name, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, sig)  # each spawned process leads its own session
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Debian 12 test hosts in systemd-nspawn.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("rootfs", help="build the cached root filesystem")
+    down_parser = sub.add_parser("down", help="remove a lab left behind")
+    down_parser.add_argument("lab")
+    args = parser.parse_args()
+    if args.command == "rootfs":
+        print(rootfs())
+    elif args.command == "down":
+        down(args.lab)
+
+
+if __name__ == "__main__":
+    main()
