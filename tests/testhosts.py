@@ -166,7 +166,7 @@ class Lab:
         self.run_dir = RUN / name
         self.data_dir = DATA / name
         self.state_file = self.run_dir / "state.json"
-        self.state: dict = {"pids": [], "mounts": [], "netns": None, "cgroups": []}
+        self.state: dict = {"pids": [], "mounts": [], "netns": None, "cgroups": [], "paths": []}
         self.hosts: dict[str, Host] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -239,13 +239,17 @@ class Lab:
         if listening(APT_PROXY_PORT):
             return
         cache = CACHE / "apt-cacher-ng"
-        (cache / "log").mkdir(parents=True, exist_ok=True)
-        os.chown(cache, *_user_ids("apt-cacher-ng"))
-        os.chown(cache / "log", *_user_ids("apt-cacher-ng"))
+        for directory in (cache, cache / "log", cache / "conf"):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chown(directory, *_user_ids("apt-cacher-ng"))
+        # Our own configuration, without the stock remap rules: those send
+        # deb.debian.org requests to a mirror list instead, and fail. With
+        # none, it fetches exactly what the guests' sources.list names.
+        (cache / "conf" / "acng.conf").write_text(
+            f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {APT_PROXY_PORT}\n"
+            "BindAddress: 127.0.0.1\nForeGround: 1\nExThreshold: 4\n")
         # Not --help: that starts a daemon on 0.0.0.0 (TEST-HOSTS.md).
-        self.spawn(["apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1",
-                    "BindAddress=127.0.0.1", f"Port={APT_PROXY_PORT}", f"CacheDir={cache}",
-                    f"LogDir={cache / 'log'}", "SocketPath=", "PidFile="],
+        self.spawn(["apt-cacher-ng", "-c", str(cache / "conf")],
                    log_file=self.run_dir / "apt-cacher-ng.log")
         wait_until(lambda: listening(APT_PROXY_PORT), 15, "apt-cacher-ng on 127.0.0.1:3142")
 
@@ -263,10 +267,12 @@ class Lab:
         for spec, (root, nspawn) in launched:
             leader = self._wait_for_leader(spec.name, nspawn)
             host = Host(spec, root, leader)
-            state = host.run(["systemctl", "is-system-running", "--wait"], check=False,
-                             timeout=timeout).stdout.strip()
+            booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
+            state = booting.stdout.strip()
             if state not in ("running", "degraded"):
-                raise RuntimeError(f"{spec.name} did not boot: {state}")
+                console = (self.run_dir / f"{spec.name}.console").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{spec.name} did not boot: {state!r} {booting.stderr.strip()}\n"
+                                   f"console:\n{console}")
             if state == "degraded":
                 failed = host.run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
                 log(f"{spec.name} booted degraded: {failed.strip()}")
@@ -329,6 +335,8 @@ class Lab:
             spec.private_key_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(key, spec.private_key_path)
             spec.private_key_path.chmod(0o600)
+            self.state["paths"].append(str(spec.private_key_path.parent))
+            self.save()
 
     def _wait_for_leader(self, name: str, nspawn: subprocess.Popen) -> int:
         """The container's PID 1, seen from here: a descendant of nspawn."""
@@ -345,7 +353,11 @@ class Lab:
                     continue
                 nspid = next((line.split()[1:] for line in status.splitlines()
                               if line.startswith("NSpid:")), [])
-                if len(nspid) > 1 and nspid[-1] == "1":
+                # PID 1 inside, and already systemd: before its exec, nspawn's
+                # child is PID 1 too, and systemctl would find no manager.
+                comm = next((line.split()[1] for line in status.splitlines()
+                             if line.startswith("Name:")), "")
+                if len(nspid) > 1 and nspid[-1] == "1" and comm == "systemd":
                     found.append(pid)
                     return True
             return False
@@ -424,6 +436,13 @@ def down(name: str) -> None:
                     directory.rmdir()
                 except OSError:
                     pass
+    for path in map(Path, state.get("paths", [])):
+        shutil.rmtree(path, ignore_errors=True)
+        for parent in list(path.parents)[:3]:  # e.g. .vagrant/machines/web-01, if now empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
     shutil.rmtree(DATA / name, ignore_errors=True)
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -450,17 +469,70 @@ def _signal(pid: int, sig: int, group: bool) -> None:
         pass
 
 
+# -- clusters: the nodes of a cluster file as test hosts ----------------------
+
+PROJECT = Path(__file__).resolve().parent.parent
+CLUSTER_LAB = "cluster"
+
+
+def cluster_lab(cluster_file: Path, name: str = CLUSTER_LAB) -> tuple[Lab, list[HostSpec]]:
+    """A lab and host specs for the Vagrant nodes of a cluster file, read by
+    inventory.py's rules: each node at its first private address, with its
+    forwarded ports on this machine and its key where inventory.py looks
+    (.vagrant/machines/<name>/nspawn/private_key, or under
+    $VAGRANT_DOTFILE_PATH). Nodes without a private address get one."""
+    import sys
+    sys.path.insert(0, str(PROJECT))
+    import inventory
+
+    nodes = [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
+    addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
+    subnet = addresses[0].rsplit(".", 1)[0] if addresses else "10.231.0"
+    dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or PROJECT / ".vagrant")
+    if not dotfile.is_absolute():
+        dotfile = PROJECT / dotfile
+    specs = []
+    for index, node in enumerate(nodes):
+        nets = node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}]
+        specs.append(HostSpec(
+            name=node["host_name"],
+            ip=nets[0]["ip"],
+            forwards=[Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"))
+                      for m in node.get("port_mappings", [])],
+            private_key_path=dotfile / "machines" / node["host_name"] / "nspawn" / "private_key",
+        ))
+    return Lab(name, subnet=subnet), specs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Debian 12 test hosts in systemd-nspawn.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("rootfs", help="build the cached root filesystem")
     down_parser = sub.add_parser("down", help="remove a lab left behind")
     down_parser.add_argument("lab")
+    cluster = sub.add_parser("cluster", help="the nodes of a cluster file as test hosts")
+    cluster.add_argument("action", choices=["up", "down"])
+    cluster.add_argument("cluster_file", nargs="?", type=Path,
+                         default=Path(os.environ.get("SORTD_CLUSTER") or PROJECT / "cluster.json"))
     args = parser.parse_args()
     if args.command == "rootfs":
         print(rootfs())
     elif args.command == "down":
         down(args.lab)
+    elif args.action == "down":
+        down(CLUSTER_LAB)
+        log("cluster down")
+    else:
+        lab, specs = cluster_lab(args.cluster_file)
+        lab.__enter__()  # left running on purpose: `cluster down` removes it
+        try:
+            lab.boot_all(specs)
+        except BaseException:
+            lab.down()
+            raise
+        for spec in specs:
+            ports = ", ".join(f"{f.host_ip}:{f.host_port}->{f.guest_port}" for f in spec.forwards)
+            log(f"{spec.name} {spec.ip} ({ports})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Ansible dynamic inventory for sortd, read from cluster.json.
+
+cluster.json (or the file named by $SORTD_CLUSTER) is the one description of
+the cluster; this script only translates it, and it is also the one place that
+checks it: the Vagrantfile and tests/local-cluster run `inventory.py --check`,
+so a bad file fails with the same message everywhere. The rules are the JSON
+Schema in cluster.schema.json, plus what a schema cannot say (unique names and
+ports, how Ansible reaches each node).
+
+- A Vagrant node (no "ssh" block) is reached on 127.0.0.1 at the forwarded
+  host port of guest port 22, as user vagrant, with the key Vagrant made:
+  .vagrant/machines/<name>/<provider>/private_key, for whichever provider
+  exists ($VAGRANT_DOTFILE_PATH moves .vagrant, as it does for Vagrant).
+- A cloud node is reached at its ssh host, port, user and key.
+
+Usage: inventory.py --list | --host NAME | --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PROJECT = Path(__file__).resolve().parent
+SCHEMA = PROJECT / "cluster.schema.json"
+DEFAULT_GROUPS = ["web"]
+VAGRANT_PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
+
+
+def cluster_path() -> Path:
+    return Path(os.environ.get("SORTD_CLUSTER") or PROJECT / "cluster.json")
+
+
+def node_label(nodes: list, index: int) -> str:
+    node = nodes[index] if index < len(nodes) else None
+    name = node.get("host_name") if isinstance(node, dict) else None
+    return f"node {index} ({name})" if isinstance(name, str) else f"node {index}"
+
+
+def describe(error, document: dict) -> str:
+    """One schema error as 'node 0 (web-01): port_mappings[1].host_port: ...'."""
+    path = list(error.absolute_path)
+    where = []
+    if len(path) >= 2 and path[0] == "nodes":
+        where.append(node_label(document["nodes"], path[1]))
+        path = path[2:]
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        field = f"{field}.{missing}".lstrip(".")
+        message = "missing"
+    elif error.validator == "additionalProperties":
+        message = error.message.replace("Additional properties are not allowed", "unknown field")
+    else:
+        message = error.message
+    if field:
+        where.append(field)
+    return ": ".join([*where, message])
+
+
+def load_cluster(path: Path) -> list[dict[str, Any]]:
+    """The nodes of a cluster file, checked, with defaults filled in.
+    Any problem exits with a message naming the file, node and field."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise SystemExit("inventory.py needs jsonschema: pip install jsonschema "
+                         "(or apt install python3-jsonschema)")
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise SystemExit(f"{path}: cannot read: {error.strerror}")
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{path}: not valid JSON: {error}")
+    validator = jsonschema.Draft202012Validator(
+        json.loads(SCHEMA.read_text()), format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise SystemExit("\n".join(f"{path}: {describe(e, document)}" for e in errors))
+    nodes = [dict(node, groups=node.get("groups", DEFAULT_GROUPS)) for node in document["nodes"]]
+    problems = check_cluster(nodes)
+    if problems:
+        raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
+    for node in nodes:
+        if "ssh" in node:
+            key = Path(node["ssh"]["key"]).expanduser()
+            node["ssh"] = dict(node["ssh"], key=str(key if key.is_absolute() else (path.parent / key).resolve()))
+    return nodes
+
+
+def check_cluster(nodes: list[dict[str, Any]]) -> list[str]:
+    """The rules a schema cannot express."""
+    problems = []
+    seen_names: dict[str, int] = {}
+    seen_ports: dict[tuple[str, int], str] = {}
+    for index, node in enumerate(nodes):
+        label = node_label(nodes, index)
+        name = node["host_name"]
+        if name in seen_names:
+            problems.append(f"{label}: host_name: {name!r} is also node {seen_names[name]}'s")
+        seen_names.setdefault(name, index)
+        mappings = node.get("port_mappings", [])
+        for m, mapping in enumerate(mappings):
+            key = (mapping.get("host_ip", "127.0.0.1"), mapping["host_port"])
+            if key in seen_ports:
+                problems.append(f"{label}: port_mappings[{m}].host_port: {key[0]}:{key[1]} "
+                                f"is already forwarded to {seen_ports[key]}")
+            seen_ports.setdefault(key, name)
+        if "ssh" not in node and not any(m["guest_port"] == 22 for m in mappings):
+            problems.append(f"{label}: port_mappings: a Vagrant node needs a mapping for guest_port 22 "
+                            "(or give the node an ssh block if it is not a Vagrant VM)")
+    return problems
+
+
+def vagrant_key(name: str) -> str:
+    """The key Vagrant made for the node, for whichever provider exists."""
+    dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or PROJECT / ".vagrant")
+    if not dotfile.is_absolute():
+        dotfile = PROJECT / dotfile
+    machine = dotfile / "machines" / name
+    for provider in VAGRANT_PROVIDERS:
+        key = machine / provider / "private_key"
+        if key.exists():
+            return str(key)
+    return str(machine / VAGRANT_PROVIDERS[0] / "private_key")
+
+
+def host_vars(node: dict[str, Any]) -> dict[str, Any]:
+    private_ips = [net["ip"] for net in node.get("network_configs", [])]
+    if "ssh" in node:
+        ssh = node["ssh"]
+        private_ip = ssh.get("private_ip") or (private_ips[0] if private_ips else None)
+        variables = {
+            "ansible_host": ssh["host"],
+            "ansible_port": ssh.get("port", 22),
+            "ansible_user": ssh["user"],
+            "ansible_ssh_private_key_file": ssh["key"],
+        }
+    else:
+        ssh_port = next(m["host_port"] for m in node["port_mappings"] if m["guest_port"] == 22)
+        private_ip = private_ips[0] if private_ips else None
+        variables = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": ssh_port,
+            "ansible_user": "vagrant",
+            "ansible_ssh_private_key_file": vagrant_key(node["host_name"]),
+            # Local VMs get new host keys whenever they are recreated.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        }
+    if private_ip:
+        variables["sortd_private_ip"] = str(ipaddress.ip_address(private_ip))
+    return variables
+
+
+def inventory(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, Any] = {}
+    for node in nodes:
+        for group in node["groups"]:
+            groups.setdefault(group, {"hosts": []})["hosts"].append(node["host_name"])
+    return {**groups, "_meta": {"hostvars": {n["host_name"]: host_vars(n) for n in nodes}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--list", action="store_true", help="the whole inventory (Ansible)")
+    action.add_argument("--host", metavar="NAME", help="one host's variables (Ansible)")
+    action.add_argument("--check", action="store_true", help="check the cluster file, print its nodes")
+    args = parser.parse_args()
+    path = cluster_path()
+    nodes = load_cluster(path)
+    if args.list:
+        print(json.dumps(inventory(nodes), indent=2))
+    elif args.host:
+        node = next((n for n in nodes if n["host_name"] == args.host), None)
+        if node is None:
+            raise SystemExit(f"{path}: no node named {args.host!r}")
+        print(json.dumps(host_vars(node), indent=2))
+    else:
+        print(f"{path}: {len(nodes)} node(s): {', '.join(n['host_name'] for n in nodes)}")
+
+
+if __name__ == "__main__":
+    main()

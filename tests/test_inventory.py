@@ -1,0 +1,155 @@
+"""inventory.py: the Ansible view of cluster.json, and its checks of bad
+files, which the Vagrantfile shares."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def inventory(cluster: Path | None, *args: str, dotfile: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("SORTD_CLUSTER", None)
+    if cluster:
+        env["SORTD_CLUSTER"] = str(cluster)
+    if dotfile:
+        env["VAGRANT_DOTFILE_PATH"] = str(dotfile)
+    return subprocess.run([str(ROOT / "inventory.py"), *args], env=env, capture_output=True, text=True)
+
+
+def write(tmp_path: Path, document) -> Path:
+    path = tmp_path / "cluster.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def vagrant_node(name="web-01", ssh_port=22003, **extra):
+    return {"host_name": name, "port_mappings": [{"guest_port": 22, "host_port": ssh_port}], **extra}
+
+
+def test_default_cluster_is_one_web_node_forwarding_8080_and_22003(tmp_path):
+    result = inventory(None, "--list", dotfile=tmp_path)
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["web"]["hosts"] == ["web-01"]
+    assert listing["_meta"]["hostvars"]["web-01"] == {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": 22003,
+        "ansible_user": "vagrant",
+        "ansible_ssh_private_key_file": str(tmp_path / "machines/web-01/virtualbox/private_key"),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "sortd_private_ip": "192.168.56.11",
+    }
+    mappings = json.loads((ROOT / "cluster.json").read_text())["nodes"][0]["port_mappings"]
+    assert {(m["guest_port"], m["host_port"], m["host_ip"]) for m in mappings} == \
+        {(80, 8080, "127.0.0.1"), (22, 22003, "127.0.0.1")}
+
+
+def test_key_path_follows_whichever_provider_exists(tmp_path):
+    key = tmp_path / "machines/web-01/libvirt/private_key"
+    key.parent.mkdir(parents=True)
+    key.write_text("key")
+    hostvars = json.loads(inventory(None, "--host", "web-01", dotfile=tmp_path).stdout)
+    assert hostvars["ansible_ssh_private_key_file"] == str(key)
+
+
+def test_groups_come_from_the_nodes_and_default_to_web(tmp_path):
+    cluster = write(tmp_path, {"nodes": [
+        vagrant_node("lb-01", 22010, groups=["lb"]),
+        vagrant_node("web-01", 22011),
+        vagrant_node("web-02", 22012, groups=["web"]),
+    ]})
+    listing = json.loads(inventory(cluster, "--list").stdout)
+    assert listing["lb"]["hosts"] == ["lb-01"]
+    assert listing["web"]["hosts"] == ["web-01", "web-02"]
+    assert set(listing["_meta"]["hostvars"]) == {"lb-01", "web-01", "web-02"}
+
+
+def test_seed_cluster_file_still_works(tmp_path):
+    # The file of ../shared/seeds/002: no groups, an extra forward of 5000.
+    cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "port_mappings": [
+        {"guest_port": 80, "host_port": 8080, "host_ip": "127.0.0.1"},
+        {"guest_port": 5000, "host_port": 5000, "host_ip": "127.0.0.1"},
+        {"guest_port": 22, "host_port": 22003, "host_ip": "127.0.0.1"}],
+        "network_configs": [{"ip": "192.167.32.3", "name": "vboxnet0", "adapter": 2}]}]})
+    listing = json.loads(inventory(cluster, "--list").stdout)
+    assert listing["web"]["hosts"] == ["web-01"]
+
+
+def test_cloud_nodes_use_their_own_address_user_and_key(tmp_path):
+    cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "ssh": {
+        "host": "web-01.example.org", "user": "admin", "key": "keys/id_ed25519", "private_ip": "10.0.1.5"}}]})
+    hostvars = json.loads(inventory(cluster, "--host", "web-01").stdout)
+    assert hostvars == {
+        "ansible_host": "web-01.example.org",
+        "ansible_port": 22,
+        "ansible_user": "admin",
+        "ansible_ssh_private_key_file": str(tmp_path / "keys/id_ed25519"),
+        "sortd_private_ip": "10.0.1.5",
+    }
+
+
+def test_cloud_key_in_the_home_directory_is_expanded(tmp_path):
+    cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "ssh": {
+        "host": "203.0.113.10", "user": "admin", "key": "~/.ssh/sortd"}}]})
+    hostvars = json.loads(inventory(cluster, "--host", "web-01").stdout)
+    assert hostvars["ansible_ssh_private_key_file"] == str(Path("~/.ssh/sortd").expanduser())
+
+
+def test_three_node_example_is_valid():
+    result = inventory(ROOT / "examples/cluster-3-nodes.json", "--check")
+    assert result.returncode == 0, result.stderr
+    assert "3 node(s): web-01, web-02, web-03" in result.stdout
+
+
+BAD_FILES = [
+    ("{", "not valid JSON"),
+    ({}, "nodes: missing"),
+    ({"nodes": []}, "nodes: [] should be non-empty"),
+    ({"nodes": [{"port_mappings": []}]}, "node 0: host_name: missing"),
+    ({"nodes": [vagrant_node(), {"host_name": "web-02", "port_mappings": [{"guest_port": "80", "host_port": 8081}]}]},
+     "node 1 (web-02): port_mappings[0].guest_port: '80' is not of type 'integer'"),
+    ({"nodes": [vagrant_node(groups=["db"])]}, "node 0 (web-01): groups[0]: 'db' is not one of ['web', 'lb']"),
+    ({"nodes": [vagrant_node(mem=512)]}, "node 0 (web-01): unknown field ('mem' was unexpected)"),
+    ({"nodes": [vagrant_node(network_configs=[{"ip": "300.1.1.1"}])]},
+     "node 0 (web-01): network_configs[0].ip: '300.1.1.1' is not a 'ipv4'"),
+    ({"nodes": [vagrant_node(), vagrant_node()]}, "node 1 (web-01): host_name: 'web-01' is also node 0's"),
+    ({"nodes": [vagrant_node("web-01", 22003), vagrant_node("web-02", 22003)]},
+     "node 1 (web-02): port_mappings[0].host_port: 127.0.0.1:22003 is already forwarded to web-01"),
+    ({"nodes": [{"host_name": "web-01", "port_mappings": [{"guest_port": 80, "host_port": 8080}]}]},
+     "node 0 (web-01): port_mappings: a Vagrant node needs a mapping for guest_port 22"),
+    ({"nodes": [{"host_name": "web-01", "ssh": {"host": "h"}}]}, "node 0 (web-01): ssh.user: missing"),
+]
+
+
+@pytest.mark.parametrize("document,message", BAD_FILES, ids=[m for _, m in BAD_FILES])
+def test_bad_cluster_file_fails_naming_node_and_field(tmp_path, document, message):
+    cluster = write(tmp_path, document)
+    for args in (["--list"], ["--check"]):
+        result = inventory(cluster, *args)
+        assert result.returncode != 0
+        assert result.stdout == ""
+        assert f"{cluster}: {message}" in result.stderr, result.stderr
+
+
+def test_missing_cluster_file_is_named(tmp_path):
+    result = inventory(tmp_path / "nope.json", "--list")
+    assert result.returncode != 0 and f"{tmp_path / 'nope.json'}: cannot read" in result.stderr
+
+
+def test_vagrantfile_validates_and_fails_on_a_bad_file_with_the_same_message(tmp_path):
+    ok = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    three = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, SORTD_CLUSTER=str(ROOT / "examples/cluster-3-nodes.json")))
+    assert three.returncode == 0, three.stdout + three.stderr
+    document, message = BAD_FILES[4]
+    cluster = write(tmp_path, document)
+    bad = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, SORTD_CLUSTER=str(cluster)))
+    assert bad.returncode != 0
+    assert f"{cluster}: {message}" in bad.stdout + bad.stderr
