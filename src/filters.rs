@@ -49,7 +49,13 @@ pub fn app(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infa
                     real_ip: header("x-real-ip"),
                     peer,
                 };
-                in_flight.finish(request, response)
+                let mut response = in_flight.finish(request, response);
+                // Which build answered: told apart during a rolling upgrade.
+                response.headers_mut().insert(
+                    "x-sortd-version",
+                    warp::http::HeaderValue::from_static(crate::VERSION),
+                );
+                response
             },
         )
 }

@@ -129,7 +129,7 @@ where
 pub fn usage(state: &State) -> Response {
     let usage = serde_json::json!({
         "service": "sortd",
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::VERSION,
         "usage": "POST / with a JSON object whose values are numbers or lists of numbers, as JSON or in strings; the answer is {\"sorted_list\": [...]} in ascending order",
         "examples": [
             {"request": {"x1": "5", "x2": "7"}, "response": {"sorted_list": [5, 7]}},
@@ -152,7 +152,7 @@ pub fn usage(state: &State) -> Response {
 pub fn health() -> Response {
     json_response(
         StatusCode::OK,
-        &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+        &serde_json::json!({"status": "ok", "version": crate::VERSION}),
     )
 }
 

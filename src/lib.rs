@@ -15,3 +15,12 @@ pub mod number;
 pub mod reply;
 pub mod sort;
 pub mod startup;
+
+/// The version sortd reports (`--version`, `/healthz`, the `X-Sortd-Version`
+/// header): the full Debian package version when built by `debian/build`
+/// (which sets `SORTD_VERSION`), so every build can be told apart during a
+/// rolling upgrade; the crate version otherwise.
+pub const VERSION: &str = match option_env!("SORTD_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};

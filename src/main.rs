@@ -10,7 +10,7 @@ use sortd::startup::Application;
 
 fn main() -> ExitCode {
     let name = env!("CARGO_PKG_NAME");
-    let version = env!("CARGO_PKG_VERSION");
+    let version = sortd::VERSION;
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("-h" | "--help") => {
@@ -76,7 +76,7 @@ async fn serve(config: Config) -> ExitCode {
     };
     log::info!(
         "sortd {} listening on http://{} ({how})",
-        env!("CARGO_PKG_VERSION"),
+        sortd::VERSION,
         app.local_addr()
     );
     notify(&[NotifyState::Ready]);

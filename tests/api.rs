@@ -379,9 +379,10 @@ async fn healthz_answers_status_and_version() {
     let app = spawn_app().await;
     let answer = app.get("/healthz").await;
     assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["x-sortd-version"], sortd::VERSION);
     assert_eq!(
         answer.json(),
-        serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+        serde_json::json!({"status": "ok", "version": sortd::VERSION})
     );
 }
 

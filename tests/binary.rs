@@ -22,7 +22,7 @@ fn version_and_help_print_and_exit_zero() {
     assert!(version.status.success());
     assert_eq!(
         String::from_utf8_lossy(&version.stdout).trim(),
-        format!("sortd {}", env!("CARGO_PKG_VERSION"))
+        format!("sortd {}", sortd::VERSION)
     );
     let help = run(&["--help"], &[]);
     assert!(help.status.success());
