@@ -27,3 +27,11 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
     base = subprocess.run(["date", "-u", "+%Y%m%d%H%M%S"], capture_output=True, text=True,
                           check=True).stdout.strip()
     return build_deb(f"{base}.1", into), build_deb(f"{base}.2", into)
+
+
+@pytest.fixture()
+def dotfile(tmp_path, monkeypatch) -> Path:
+    """Where test hosts leave their keys, as Vagrant's .vagrant would."""
+    path = tmp_path / "vagrant-dotfile"
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(path))
+    return path

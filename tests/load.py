@@ -8,6 +8,8 @@ prints a JSON summary. Standard library only, so it runs inside test hosts.
 
 Every answer must be 200 with the expected sorted list; anything else (a
 status, a wrong body, a refused or reset connection) counts as a failure.
+The summary also counts answers by their X-Sortd-Version header: which build
+of sortd answered.
 """
 
 import argparse
@@ -36,7 +38,7 @@ def main() -> None:
     lock = threading.Lock()
     counts: Counter = Counter()
     failures: list[str] = []
-    served_by: Counter = Counter()
+    versions: Counter = Counter()
 
     def stop() -> bool:
         return (time.monotonic() > deadline or counts["sent"] >= args.max_requests
@@ -56,7 +58,7 @@ def main() -> None:
                 ok = response.status == 200 and body == EXPECTED
                 with lock:
                     counts["ok" if ok else "failed"] += 1
-                    served_by[response.getheader("X-Served-By") or "-"] += 1
+                    versions[response.getheader("X-Sortd-Version") or "-"] += 1
                     if not ok and len(failures) < 20:
                         failures.append(f"{response.status} {body[:200]!r}")
                 if response.getheader("Connection", "").lower() == "close":
@@ -83,7 +85,7 @@ def main() -> None:
         "failed": counts["failed"],
         "seconds": round(time.monotonic() - started, 2),
         "failures": failures,
-        "served_by": dict(served_by),
+        "versions": dict(versions),
     }))
 
 

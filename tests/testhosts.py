@@ -124,12 +124,13 @@ def rootfs() -> Path:
 class Host:
     """A booted test host. `run` executes a command inside it as root."""
 
-    def __init__(self, spec: HostSpec, root: Path, leader: int) -> None:
+    def __init__(self, spec: HostSpec, root: Path, leader: int, nspawn_pid: int) -> None:
         self.spec = spec
         self.name = spec.name
         self.ip = spec.ip
         self.root = root
         self.leader = leader
+        self.nspawn_pid = nspawn_pid
 
     def run(self, args: list[str], check: bool = True, timeout: float = 600,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -220,16 +221,15 @@ class Lab:
     def spawn(self, args: list[str], cgroup: str | None = None, env: dict | None = None,
               log_file: Path | None = None) -> subprocess.Popen:
         """Starts a process this lab owns; its PID is recorded at once."""
-        preexec = None
-        if cgroup:
-            def preexec() -> None:  # noqa: E306 - runs in the child, before exec
-                for hierarchy in ("systemd", "unified"):
-                    procs = Path("/sys/fs/cgroup") / hierarchy / cgroup / "cgroup.procs"
-                    if procs.parent.exists():
-                        procs.write_text(str(os.getpid()))
+        def join_cgroup() -> None:  # runs in the child, before exec
+            for hierarchy in ("systemd", "unified"):
+                procs = Path("/sys/fs/cgroup") / hierarchy / str(cgroup) / "cgroup.procs"
+                if procs.parent.exists():
+                    procs.write_text(str(os.getpid()))
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, preexec_fn=preexec, start_new_session=True)
+                                   env=env, preexec_fn=join_cgroup if cgroup else None,
+                                   start_new_session=True)
         self.state["pids"].append(process.pid)
         self.save()
         return process
@@ -262,30 +262,31 @@ class Lab:
     def boot_all(self, specs: list[HostSpec], timeout: float = 90) -> list[Host]:
         started = time.monotonic()
         lower = rootfs()
-        launched = [(spec, self._launch(spec, lower)) for spec in specs]
+        launched = [(spec, self._start(spec, self._prepare(spec, lower))) for spec in specs]
         hosts = []
         for spec, (root, nspawn) in launched:
-            leader = self._wait_for_leader(spec.name, nspawn)
-            host = Host(spec, root, leader)
-            booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
-            state = booting.stdout.strip()
-            if state not in ("running", "degraded"):
-                console = (self.run_dir / f"{spec.name}.console").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{spec.name} did not boot: {state!r} {booting.stderr.strip()}\n"
-                                   f"console:\n{console}")
-            if state == "degraded":
-                failed = host.run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
-                log(f"{spec.name} booted degraded: {failed.strip()}")
-            wait_until(lambda h=host: h.run(["systemctl", "is-active", "ssh"], check=False).returncode == 0,
-                       30, f"sshd on {spec.name}")
+            host = self._await(spec, root, nspawn, timeout)
             for forward in spec.forwards:
                 self._forward(spec, forward)
-            self.hosts[spec.name] = host
             hosts.append(host)
         log(f"{', '.join(s.name for s in specs)} up in {time.monotonic() - started:.1f}s")
         return hosts
 
-    def _launch(self, spec: HostSpec, lower: Path) -> tuple[Path, subprocess.Popen]:
+    def stop_host(self, name: str, timeout: float = 60) -> None:
+        """Powers a host off, as pulling its plug would look to the others;
+        its disk (overlay) is kept for start_host."""
+        host = self.hosts[name]
+        host.run(["systemctl", "poweroff"], check=False)
+        wait_until(lambda: not _alive(host.nspawn_pid), timeout, f"{name} powered off")
+
+    def start_host(self, name: str, timeout: float = 90) -> Host:
+        """Boots a host stopped by stop_host again, with its disk as it was."""
+        host = self.hosts[name]
+        root, nspawn = self._start(host.spec, host.root)
+        return self._await(host.spec, root, nspawn, timeout)
+
+    def _prepare(self, spec: HostSpec, lower: Path) -> Path:
+        """A fresh overlay root for the host, configured."""
         node = self.data_dir / spec.name
         shutil.rmtree(node, ignore_errors=True)
         upper, work, merged = node / "upper", node / "work", node / "root"
@@ -296,12 +297,16 @@ class Lab:
         self.state["mounts"].append(str(merged))
         self.save()
         self._configure(spec, merged)
+        return merged
+
+    def _start(self, spec: HostSpec, merged: Path) -> tuple[Path, subprocess.Popen]:
         cgroup = f"sortd-testhosts/{self.name}/{spec.name}"
         for hierarchy in ("systemd", "unified"):
             path = Path("/sys/fs/cgroup") / hierarchy / cgroup
             if path.parent.parent.parent.exists():
                 path.mkdir(parents=True, exist_ok=True)
-        self.state["cgroups"].append(cgroup)
+        if cgroup not in self.state["cgroups"]:
+            self.state["cgroups"].append(cgroup)
         nspawn = self.spawn(
             self.in_netns(["systemd-nspawn", "--quiet", "-D", str(merged), "-M", spec.name, "--boot",
                            "--register=no", "--keep-unit", "--network-bridge=br0",
@@ -309,6 +314,24 @@ class Lab:
             cgroup=cgroup, env=dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"),
             log_file=self.run_dir / f"{spec.name}.console")
         return merged, nspawn
+
+    def _await(self, spec: HostSpec, root: Path, nspawn: subprocess.Popen, timeout: float) -> Host:
+        """Waits until systemd in the host finished booting and sshd runs."""
+        leader = self._wait_for_leader(spec.name, nspawn)
+        host = Host(spec, root, leader, nspawn.pid)
+        booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
+        state = booting.stdout.strip()
+        if state not in ("running", "degraded"):
+            console = (self.run_dir / f"{spec.name}.console").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{spec.name} did not boot: {state!r} {booting.stderr.strip()}\n"
+                               f"console:\n{console}")
+        if state == "degraded":
+            failed = host.run(["systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
+            log(f"{spec.name} booted degraded: {failed.strip()}")
+        wait_until(lambda: host.run(["systemctl", "is-active", "ssh"], check=False).returncode == 0,
+                   30, f"sshd on {spec.name}")
+        self.hosts[spec.name] = host
+        return host
 
     def _configure(self, spec: HostSpec, root: Path) -> None:
         (root / "etc/hostname").write_text(spec.name + "\n")
@@ -375,10 +398,6 @@ class Lab:
         wait_until(lambda: listening(forward.host_port, forward.host_ip), 10,
                    f"{forward.host_ip}:{forward.host_port} -> {spec.name}:{forward.guest_port}")
 
-    def stop_host(self, name: str) -> None:
-        """Powers a host off (its nspawn exits); its forwards stay, refusing."""
-        host = self.hosts.pop(name)
-        host.run(["systemctl", "poweroff"], check=False)
 
 
 def _descendants(pid: int) -> list[int]:

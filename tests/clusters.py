@@ -1,0 +1,79 @@
+"""Helpers for the tests that deploy clusters: boot a cluster file's nodes as
+test hosts, run the playbook against them, read its recap, and put a bounded
+load on them."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from testhosts import cluster_lab
+
+ROOT = Path(__file__).resolve().parent.parent
+SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
+SORTED = '{"sorted_list":[3,4,5,9]}'
+
+
+@contextmanager
+def cluster_up(cluster: Path, name: str):
+    """The cluster file's nodes booted as test hosts; removed on exit."""
+    lab, specs = cluster_lab(cluster, name=name)
+    with lab:
+        started = time.monotonic()
+        lab.boot_all(specs)
+        yield lab, time.monotonic() - started
+
+
+def playbook(cluster: Path, deb: Path, dotfile: Path, *args: str, check: bool = True,
+             env: dict | None = None) -> tuple[str, float]:
+    """Runs ansible-playbook ansible/playbook.yaml as a user would, with the
+    given .deb; returns its output and how long it took."""
+    environment = dict(os.environ, SORTD_CLUSTER=str(cluster), VAGRANT_DOTFILE_PATH=str(dotfile),
+                       ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env or {}))
+    started = time.monotonic()
+    result = subprocess.run(["ansible-playbook", "ansible/playbook.yaml", "-e", f"web_deb={deb}", *args],
+                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - started
+    if check:
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr, elapsed
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counts per host."""
+    hosts = {}
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return hosts
+
+
+def sort_at(port: int) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=SORT_BODY)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.read().decode()
+
+
+@contextmanager
+def under_load(url: str, stop_dir: Path, max_seconds: float = 300):
+    """Runs tests/load.py against url until the block ends (bounded by
+    max_seconds anyway); the yielded dict then holds its summary."""
+    stop = stop_dir / "stop-load"
+    stop.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/load.py"), url, "--threads", "4", "--max-requests", "1000000",
+         "--max-seconds", str(max_seconds), "--stop-file", str(stop)],
+        stdout=subprocess.PIPE, text=True)
+    summary: dict = {}
+    try:
+        time.sleep(1)
+        yield summary
+        time.sleep(1)
+    finally:
+        stop.touch()
+        out, _ = process.communicate(timeout=60)
+        summary.update(json.loads(out))

@@ -1,0 +1,240 @@
+"""The scaled-out cluster of examples/cluster-3-nodes.json: a load balancer
+(lb-01, owning 127.0.0.1:8080 and :8443) in front of three web nodes, as the
+seed's ELB in front of an auto-scaling group. Under a bounded load loop
+(tests/load.py on 127.0.0.1:8080): losing sortd on a node, losing a whole
+node, a rolling upgrade, and a bad release rolled back, each with 0 failed
+requests; the firewall; a cloud-style cluster file; TLS.
+
+The tests run in order against one cluster. Lines starting with "measure:"
+are the figures bench/cluster prints.
+"""
+
+import json
+import re
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from clusters import ROOT, SORT_BODY, SORTED, cluster_up, playbook, recap, sort_at, under_load
+
+CLUSTER = ROOT / "examples/cluster-3-nodes.json"
+WEB = ["web-01", "web-02", "web-03"]
+LOAD_URL = "http://127.0.0.1:8080/"
+
+
+def measure(text: str) -> None:
+    print(f"measure: {text}", flush=True)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster(debs, work):
+    monkeypatch = pytest.MonkeyPatch()
+    dotfile = work / "vagrant-dotfile"
+    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(dotfile))
+    with cluster_up(CLUSTER, "lb") as (lab, booted):
+        output, first = playbook(CLUSTER, debs[0], dotfile)
+        measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment {first:.1f}s")
+        yield lab, dotfile
+    monkeypatch.undo()
+
+
+def version_on(lab, node: str) -> str:
+    return json.loads(lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/healthz"]).stdout)["version"]
+
+
+def served(lab, node: str) -> int:
+    """Sort requests a web node answered 200, from its own /metrics."""
+    metrics = lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/metrics"]).stdout
+    found = re.search(r'^sortd_http_requests_total\{route="/",method="POST",status="200"\} (\d+)', metrics, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
+    lab, dotfile = cluster
+    assert sort_at(8080) == SORTED
+    output, second = playbook(CLUSTER, debs[0], dotfile)
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
+    measure(f"second run {second:.1f}s, changed=0 on all 4 nodes")
+    # Every web node takes part.
+    before = {node: served(lab, node) for node in WEB}
+    for _ in range(30):
+        sort_at(8080)
+    assert all(served(lab, node) > before[node] for node in WEB)
+
+
+def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
+    lab, _ = cluster
+    web_01 = lab.hosts["web-01"].ip
+
+    def reaches(source_host, url: str) -> bool:
+        command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url]
+        if source_host is None:  # a separate host on the lab's network: the bridge itself
+            result = subprocess.run(lab.in_netns(command), capture_output=True, text=True)
+        else:
+            result = lab.hosts[source_host].run(command, check=False)
+        return result.stdout == "200"
+
+    seen = {
+        "lb-01 -> web-01:80": reaches("lb-01", f"http://{web_01}/healthz"),
+        "web-02 -> web-01:80": reaches("web-02", f"http://{web_01}/healthz"),
+        "other host -> web-01:80": reaches(None, f"http://{web_01}/healthz"),
+        "lb-01 -> web-01:5000": reaches("lb-01", f"http://{web_01}:5000/healthz"),
+        "other host -> web-01:5000": reaches(None, f"http://{web_01}:5000/healthz"),
+        "other host -> lb-01:80": reaches(None, f"http://{lab.hosts['lb-01'].ip}/healthz"),
+    }
+    measure("firewall: " + ", ".join(f"{path} {'answers' if ok else 'blocked'}" for path, ok in seen.items()))
+    assert seen == {
+        "lb-01 -> web-01:80": True,
+        "web-02 -> web-01:80": False,
+        "other host -> web-01:80": False,
+        "lb-01 -> web-01:5000": False,
+        "other host -> web-01:5000": False,
+        "other host -> lb-01:80": True,
+    }
+
+
+def test_losing_sortd_on_a_node_fails_no_request(cluster, work):
+    lab, _ = cluster
+    node = lab.hosts["web-02"]
+    with under_load(LOAD_URL, work) as load:
+        node.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
+        time.sleep(5)
+        node.run(["systemctl", "start", "sortd.socket", "sortd.service"])
+        back = served(lab, "web-02")
+        time.sleep(15)  # the LB retries it after fail_timeout (10 s)
+        returned = served(lab, "web-02") - back
+    measure(f"sortd stopped on web-02 for 5 s: {load['requests']} requests, {load['failed']} failed; "
+            f"{returned} answered by web-02 after it came back")
+    assert load["failed"] == 0, load["failures"]
+    assert returned > 0, "traffic did not return to web-02"
+
+
+def test_losing_a_whole_node_fails_no_request(cluster, work):
+    lab, _ = cluster
+    with under_load(LOAD_URL, work) as load:
+        lab.stop_host("web-03")
+        time.sleep(5)
+        lab.start_host("web-03")
+        time.sleep(15)
+        returned = served(lab, "web-03")  # counters restart with the node
+    measure(f"web-03 powered off for 5 s and booted again: {load['requests']} requests, "
+            f"{load['failed']} failed; {returned} answered by web-03 after it came back")
+    assert load["failed"] == 0, load["failures"]
+    assert returned > 0, "traffic did not return to web-03"
+
+
+def test_rolling_upgrade_fails_no_request(cluster, debs, work):
+    lab, dotfile = cluster
+    old, new = (deb.name.split("_")[1] for deb in debs)
+    with under_load(LOAD_URL, work) as load:
+        output, took = playbook(CLUSTER, debs[1], dotfile)
+    versions = load["versions"]
+    measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s; {load['requests']} requests, "
+            f"{load['failed']} failed; answered by {versions}")
+    assert load["failed"] == 0, load["failures"]
+    assert set(versions) <= {old, new} and versions.get(new), versions
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    # One node at a time: the install task ran in three batches of one node.
+    installs = re.findall(r"TASK \[web : Install the sortd package\].*\n(?:.*\n)*?(changed|ok|fatal): \[(\S+)\]",
+                          output)
+    assert [node for _, node in installs] == WEB, installs
+
+
+def broken_release(deb: Path, work: Path) -> Path:
+    """The same package with a sortd that cannot start, at a higher version."""
+    unpacked = work / "broken"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
+    binary = unpacked / "usr/bin/sortd"
+    binary.write_text("#!/bin/sh\necho 'sortd: this release is broken' >&2\nexit 1\n")
+    control = unpacked / "DEBIAN/control"
+    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1) + "+broken"
+    control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.M))
+    out = work / f"sortd_{version}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(unpacked), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work):
+    lab, dotfile = cluster
+    good = debs[1].name.split("_")[1]
+    bad = broken_release(debs[1], work)
+    bad_version = bad.name.split("_")[1]
+    with under_load(LOAD_URL, work) as load:
+        output, took = playbook(CLUSTER, bad, dotfile, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
+                                check=False)
+    message = next((line for line in output.splitlines() if "failed on web-01" in line), "")
+    measure(f"bad release: rollout stopped after web-01 in {took:.1f}s; {load['requests']} requests, "
+            f"{load['failed']} failed; {message.strip()[:300]}")
+    assert recap(output)["web-01"]["failed"] == 1
+    assert "web-02" not in recap(output) or recap(output)["web-02"]["changed"] == 0
+    assert f"sortd {bad_version} failed on web-01" in output
+    assert f"Rolled back to {good}" in output
+    assert [version_on(lab, node) for node in WEB] == [good] * 3
+    assert load["failed"] == 0, load["failures"]
+
+
+def test_a_cloud_style_cluster_file_deploys_the_same_way(cluster, debs, work):
+    lab, dotfile = cluster
+    nodes = json.loads(CLUSTER.read_text())["nodes"]
+    cloud = {"nodes": [{
+        "host_name": node["host_name"],
+        "groups": node["groups"],
+        "ssh": {
+            "host": "127.0.0.1",
+            "port": next(m["host_port"] for m in node["port_mappings"] if m["guest_port"] == 22),
+            "user": "vagrant",
+            "key": str(dotfile / "machines" / node["host_name"] / "nspawn" / "private_key"),
+            "private_ip": node["network_configs"][0]["ip"],
+        },
+    } for node in nodes]}
+    cloud_file = work / "cloud.json"
+    cloud_file.write_text(json.dumps(cloud))
+    # Cloud hosts are checked against known_hosts; these test hosts are new.
+    output, took = playbook(cloud_file, debs[1], dotfile, env={"ANSIBLE_HOST_KEY_CHECKING": "False"})
+    assert set(recap(output)) == {"lb-01", *WEB}
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
+    measure(f"cloud-style cluster file (ssh blocks) over the same hosts: {took:.1f}s, changed=0")
+
+
+def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
+    lab, dotfile = cluster
+    ca_dir = work / "tls"
+    # As a user would type it: -e values are strings, the role reads them as such.
+    playbook(CLUSTER, debs[1], dotfile, "-e", "lb_tls=true", "-e", "lb_https_port=8443",
+             "-e", f"lb_ca_dir={ca_dir}")
+    ca = ca_dir / "lb-01-ca.crt"
+    curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",
+                           SORT_BODY.decode()], capture_output=True, text=True)
+    assert curl.stdout == SORTED, curl.stderr
+    # TLS 1.2 and 1.3 only.
+    old_tls = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--tls-max", "1.1", "https://127.0.0.1:8443/healthz"],
+                             capture_output=True, text=True)
+    assert old_tls.returncode != 0
+    context = ssl.create_default_context(cafile=str(ca))
+    with urllib.request.urlopen("https://127.0.0.1:8443/healthz", context=context, timeout=10) as answer:
+        assert answer.status == 200
+    # Plain HTTP is redirected, keeping the method (308).
+    request = urllib.request.Request("http://127.0.0.1:8080/", data=SORT_BODY)
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=10)
+    assert redirect.value.code == 308
+    assert redirect.value.headers["Location"] == "https://127.0.0.1:8443/"
+    measure("TLS: curl --cacert <generated CA> https://127.0.0.1:8443 sorts; TLS <= 1.1 refused; "
+            "http://127.0.0.1:8080 answers 308 to https://127.0.0.1:8443/")
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
