@@ -103,7 +103,10 @@ def test_cloud_key_in_the_home_directory_is_expanded(tmp_path):
 def test_three_node_example_is_valid():
     result = inventory(ROOT / "examples/cluster-3-nodes.json", "--check")
     assert result.returncode == 0, result.stderr
-    assert "3 node(s): web-01, web-02, web-03" in result.stdout
+    assert "4 node(s): lb-01, web-01, web-02, web-03" in result.stdout
+    listing = json.loads(inventory(ROOT / "examples/cluster-3-nodes.json", "--list").stdout)
+    assert listing["lb"]["hosts"] == ["lb-01"]
+    assert listing["web"]["hosts"] == ["web-01", "web-02", "web-03"]
 
 
 BAD_FILES = [

@@ -4,7 +4,7 @@
 Each host is a systemd-nspawn container booted from a shared mmdebstrap root
 filesystem (an overlayfs per host), on a bridge inside a network namespace
 that a `Lab` creates and owns. Nothing leaves the namespace: apt goes through
-apt-cacher-ng on the host's 127.0.0.1:3142, and a host's ports are forwarded
+an apt-cacher-ng of our own on the host's 127.0.0.1:3149, and a host's ports are forwarded
 to 127.0.0.1 on this machine through socat pairs joined by unix sockets, as a
 Vagrant VM's forwarded ports would be. Each host has sshd and a `vagrant` user
 with passwordless sudo, like a Vagrant box.
@@ -38,7 +38,10 @@ from pathlib import Path
 RUN = Path("/run/sortd-testhosts")
 DATA = Path("/var/lib/sortd-testhosts")
 CACHE = Path("/var/cache/sortd-testhosts")
-APT_PROXY_PORT = 3142
+APT_PROXY_PORT = 3142  # inside a lab: gateway:3142, as TEST-HOSTS.md has it
+# On this machine our apt-cacher-ng listens on its own port, so a stock
+# apt-cacher-ng already running on 3142 (with remap rules) is never used.
+HOST_APT_PROXY_PORT = 3149
 SUITE = "bookworm"
 PACKAGES = [
     "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "python3-apt",
@@ -197,10 +200,10 @@ class Lab:
                      ["link", "set", "br0", "up"]):
             run(["ip", "-n", self.netns, *args])
         self.ensure_apt_proxy()
-        # apt inside the lab: gateway:3142 -> unix socket -> host 127.0.0.1:3142
+        # apt inside the lab: gateway:3142 -> unix socket -> our apt-cacher-ng on this machine
         apt_socket = self.run_dir / "apt.sock"
         self.spawn(["socat", f"UNIX-LISTEN:{apt_socket},fork,unlink-early",
-                    f"TCP:127.0.0.1:{APT_PROXY_PORT}"])
+                    f"TCP:127.0.0.1:{HOST_APT_PROXY_PORT}"])
         wait_until(apt_socket.exists, 10, "apt proxy socket")
         self.spawn(self.in_netns(["socat", f"TCP-LISTEN:{APT_PROXY_PORT},bind={self.gateway},fork,reuseaddr",
                                   f"UNIX-CONNECT:{apt_socket}"]))
@@ -235,8 +238,8 @@ class Lab:
         return process
 
     def ensure_apt_proxy(self) -> None:
-        """apt-cacher-ng on 127.0.0.1:3142 only; started here if not running."""
-        if listening(APT_PROXY_PORT):
+        """Our apt-cacher-ng on 127.0.0.1 only; started here if not running."""
+        if listening(HOST_APT_PROXY_PORT):
             return
         cache = CACHE / "apt-cacher-ng"
         for directory in (cache, cache / "log", cache / "conf"):
@@ -246,12 +249,12 @@ class Lab:
         # deb.debian.org requests to a mirror list instead, and fail. With
         # none, it fetches exactly what the guests' sources.list names.
         (cache / "conf" / "acng.conf").write_text(
-            f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {APT_PROXY_PORT}\n"
+            f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {HOST_APT_PROXY_PORT}\n"
             "BindAddress: 127.0.0.1\nForeGround: 1\nExThreshold: 4\n")
         # Not --help: that starts a daemon on 0.0.0.0 (TEST-HOSTS.md).
         self.spawn(["apt-cacher-ng", "-c", str(cache / "conf")],
                    log_file=self.run_dir / "apt-cacher-ng.log")
-        wait_until(lambda: listening(APT_PROXY_PORT), 15, "apt-cacher-ng on 127.0.0.1:3142")
+        wait_until(lambda: listening(HOST_APT_PROXY_PORT), 15, f"apt-cacher-ng on 127.0.0.1:{HOST_APT_PROXY_PORT}")
 
     # -- hosts -------------------------------------------------------------
 
@@ -319,8 +322,15 @@ class Lab:
         """Waits until systemd in the host finished booting and sshd runs."""
         leader = self._wait_for_leader(spec.name, nspawn)
         host = Host(spec, root, leader, nspawn.pid)
-        booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
-        state = booting.stdout.strip()
+        deadline = time.monotonic() + timeout
+        while True:
+            booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
+            state = booting.stdout.strip()
+            # Empty: PID 1 is systemd but has not opened its bus yet ("Failed
+            # to connect to bus"), and --wait does not wait for that.
+            if state or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if state not in ("running", "degraded"):
             console = (self.run_dir / f"{spec.name}.console").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{spec.name} did not boot: {state!r} {booting.stderr.strip()}\n"
