@@ -65,6 +65,16 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
     output, second = playbook(CLUSTER, debs[0], dotfile)
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
     measure(f"second run {second:.1f}s, changed=0 on all 4 nodes")
+    # The web node logs the client's address, not the load balancer's: here
+    # the client is the lab's side of the 127.0.0.1:8080 forward (the bridge).
+    request = urllib.request.Request("http://127.0.0.1:8080/", data=SORT_BODY)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        request_id = answer.headers["X-Request-ID"]
+    time.sleep(1)
+    logged = [line for node in WEB for line in lab.hosts[node].run(
+        ["journalctl", "-u", "sortd.service", "--no-pager", "-o", "cat"]).stdout.splitlines()
+        if f"request_id={request_id}" in line]
+    assert len(logged) == 1 and f"real_ip={lab.gateway} " in logged[0], logged
     # Every web node takes part.
     before = {node: served(lab, node) for node in WEB}
     for _ in range(30):
