@@ -7,8 +7,9 @@ failure. Prints one table; figures are from this run only (ratios are measured
 side by side, so they mean more than absolute numbers on a shared machine).
 
 Rows per body size: nginx `return 200` (the ceiling), nginx proxying to a
-second nginx `return 200` (the proxy ceiling: what proxying alone costs),
-sortd direct, and nginx proxying to sortd.
+second nginx `return 200` over TCP (what TCP proxying alone costs), sortd
+direct, nginx proxying to sortd over TCP, and nginx proxying to sortd on a
+unix socket passed by systemd-socket-activate, as the package runs it.
 
 Usage: bench/run.py [--duration SECONDS]   (needs: cargo, nginx, wrk, curl)
 """
@@ -47,6 +48,7 @@ http {{
     client_max_body_size 16m;
     client_body_buffer_size 1m;
     upstream sortd {{ server 127.0.0.1:{sortd_port}; keepalive 64; }}
+    upstream sortd_unix {{ server unix:{sortd_socket}; keepalive 64; }}
     upstream trivial {{ server 127.0.0.1:{trivial_port}; keepalive 64; }}
     # The cheapest possible upstream: nginx answering itself. Proxying to it
     # measures what nginx's proxying alone costs, with no application at all.
@@ -65,6 +67,12 @@ http {{
         }}
         location = /proxy-ceiling {{
             proxy_pass http://trivial;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        # As the package runs it: sortd on a unix socket systemd passes in.
+        location = /unix {{
+            proxy_pass http://sortd_unix/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
@@ -126,6 +134,23 @@ def start_sortd(processes: Processes, env_extra: dict) -> tuple[subprocess.Popen
     process = processes.start([str(SORTD)], env=env)
     wait_for_port(port)
     return process, port
+
+
+def start_sortd_unix(processes: Processes, socket_path: Path) -> subprocess.Popen:
+    """sortd serving a unix socket passed by systemd-socket-activate, as the
+    package's sortd.socket does (it starts sortd on the first connection)."""
+    process = processes.start(["systemd-socket-activate", "-l", str(socket_path),
+                               "-E", "RUST_LOG=warn", str(SORTD)])
+    deadline = time.monotonic() + 10
+    while not socket_path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no socket at {socket_path}")
+        time.sleep(0.05)
+    # nginx's workers run as nobody here (the package gives group www-data
+    # access through sortd.socket instead).
+    socket_path.parent.chmod(0o755)
+    socket_path.chmod(0o666)
+    return process
 
 
 def list_body(count: int, rng: random.Random) -> str:
@@ -201,10 +226,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sortd-bench-"))
     try:
         sortd, sortd_port = start_sortd(processes, {})
+        sortd_socket = work / "sortd.sock"
+        start_sortd_unix(processes, sortd_socket)
         nginx_port = free_port()
         (work / "nginx.conf").write_text(NGINX_CONF.format(
-            dir=work, sortd_port=sortd_port, nginx_port=nginx_port, trivial_port=free_port(),
-            ceiling=CEILING_BODY))
+            dir=work, sortd_port=sortd_port, sortd_socket=sortd_socket, nginx_port=nginx_port,
+            trivial_port=free_port(), ceiling=CEILING_BODY))
         processes.start(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"])
         wait_for_port(nginx_port)
 
@@ -222,6 +249,7 @@ def main() -> None:
                 ("nginx -> nginx", f"http://127.0.0.1:{nginx_port}/proxy-ceiling"),
                 ("sortd direct", f"http://127.0.0.1:{sortd_port}/"),
                 ("nginx -> sortd", f"http://127.0.0.1:{nginx_port}/"),
+                ("nginx -> unix", f"http://127.0.0.1:{nginx_port}/unix"),
             ]
             ceiling = None
             for name, url in targets:

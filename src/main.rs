@@ -75,9 +75,9 @@ async fn serve(config: Config) -> ExitCode {
         "SORTD_LISTEN"
     };
     log::info!(
-        "sortd {} listening on http://{} ({how})",
+        "sortd {} listening on {} ({how})",
         sortd::VERSION,
-        app.local_addr()
+        app.describe_address()
     );
     notify(&[NotifyState::Ready]);
     if let Some(timeout) = sd_notify::watchdog_enabled() {

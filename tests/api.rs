@@ -25,7 +25,7 @@ async fn spawn_app_with(config: Config) -> TestApp {
     let app = Application::build(config)
         .await
         .expect("the test server binds");
-    let addr = app.local_addr();
+    let addr = app.local_addr().expect("a TCP address");
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base: format!("http://{addr}"),

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -226,4 +227,54 @@ fn serves_a_socket_passed_by_systemd() {
     );
     // Also shows that a blank RUST_LOG keeps the default level, info.
     assert!(log.contains("(socket from systemd)"), "{log}");
+}
+
+#[test]
+fn serves_a_unix_socket_passed_by_systemd() {
+    // The package's sortd.socket is a unix socket; nginx on the host uses it.
+    let dir = std::env::temp_dir().join(format!("sortd-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sortd.sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", path.to_str().unwrap(), "-E", "RUST_LOG=info", SORTD])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate runs (package systemd)");
+    let mut answer = String::new();
+    for _ in 0..50 {
+        if let Ok(mut stream) = UnixStream::connect(&path) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let body = "[3,1,2]";
+            write!(
+                stream,
+                "POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            stream.read_to_string(&mut answer).unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        answer.ends_with(r#"{"sorted_list":[1,2,3]}"#),
+        "answer {answer:?}, log {log}"
+    );
+    assert!(
+        log.contains(&format!("listening on unix:{}", path.display())),
+        "{log}"
+    );
 }

@@ -53,6 +53,9 @@ def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, h
         == ["enabled"] * 2
     # Type=notify: the service is up only once sortd said READY=1.
     assert "Type=notify" in host.run(["systemctl", "show", "-p", "Type", "sortd.service"]).stdout
+    # nginx reaches sortd on a unix socket only root and nginx's group may use.
+    assert host.run(["stat", "-c", "%a %U %G", "/run/sortd/sortd.sock"]).stdout.split() == \
+        ["660", "root", "www-data"]
     assert curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
     # From this machine, through the forwarded port, as a client would.
     from urllib.request import Request, urlopen
@@ -159,7 +162,7 @@ def test_remove_stops_it_and_purge_leaves_nothing(host):
     host.run(["apt-get", "purge", "-y", "-q", "sortd"])
     leftovers = host.sh(
         "dpkg -S sortd 2>/dev/null || true; dpkg -l sortd 2>/dev/null | grep '^.[^n]' || true; "
-        "find /etc /usr /var/lib /run/systemd/system -name '*sortd*' 2>/dev/null; "
+        "find /etc /usr /var/lib /run -name '*sortd*' 2>/dev/null; "
         "getent passwd sortd || true; systemctl list-unit-files 'sortd*' --no-legend || true")
     assert leftovers.strip() == "", leftovers
     # nginx's stock default site is back, and nginx still runs.
