@@ -188,6 +188,22 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     );
 }
 
+/// Sends SIGTERM to a systemd-socket-activate (which exec'd sortd), waits
+/// for it and returns what it logged.
+fn terminate_and_read_log(mut child: Child) -> String {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    log
+}
+
 #[test]
 fn serves_a_socket_passed_by_systemd() {
     // systemd-socket-activate binds the port and starts sortd with LISTEN_FDS
@@ -198,7 +214,7 @@ fn serves_a_socket_passed_by_systemd() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("systemd-socket-activate")
+    let child = Command::new("systemd-socket-activate")
         .args(["-l", &addr, "-E", "RUST_LOG=", SORTD])
         .stderr(Stdio::piped())
         .spawn()
@@ -211,16 +227,7 @@ fn serves_a_socket_passed_by_systemd() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = terminate_and_read_log(child);
     assert!(
         answer.ends_with(r#"{"sorted_list":[1,2,3]}"#),
         "answer {answer:?}, log {log}"
@@ -235,7 +242,7 @@ fn serves_a_unix_socket_passed_by_systemd() {
     let dir = std::env::temp_dir().join(format!("sortd-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sortd.sock");
-    let mut child = Command::new("systemd-socket-activate")
+    let child = Command::new("systemd-socket-activate")
         .args(["-l", path.to_str().unwrap(), "-E", "RUST_LOG=info", SORTD])
         .stderr(Stdio::piped())
         .spawn()
@@ -258,16 +265,7 @@ fn serves_a_unix_socket_passed_by_systemd() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = terminate_and_read_log(child);
     std::fs::remove_dir_all(&dir).ok();
     assert!(
         answer.ends_with(r#"{"sorted_list":[1,2,3]}"#),
