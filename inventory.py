@@ -117,12 +117,15 @@ def check_cluster(nodes: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def vagrant_dotfile() -> Path:
+    """Vagrant's .vagrant folder of this project, or $VAGRANT_DOTFILE_PATH."""
+    dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or PROJECT / ".vagrant")
+    return dotfile if dotfile.is_absolute() else PROJECT / dotfile
+
+
 def vagrant_key(name: str) -> str:
     """The key Vagrant made for the node, for whichever provider exists."""
-    dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or PROJECT / ".vagrant")
-    if not dotfile.is_absolute():
-        dotfile = PROJECT / dotfile
-    machine = dotfile / "machines" / name
+    machine = vagrant_dotfile() / "machines" / name
     for provider in VAGRANT_PROVIDERS:
         key = machine / provider / "private_key"
         if key.exists():

@@ -405,10 +405,8 @@ impl Scanner<'_> {
         if matches!(self.peek(), Some(b'-' | b'+')) {
             self.pos += 1;
         }
-        let int_start = self.pos;
         let mut underscores = false;
         let int_digits = self.digits(&mut underscores)?;
-        let int_end = self.pos;
         let mut is_float = false;
         if self.peek() == Some(b'.') {
             is_float = true;
@@ -458,13 +456,9 @@ impl Scanner<'_> {
                 Ok(value) if value.is_finite() => Ok(Number::Float(value)),
                 _ => Err(Fail::At(start, Reason::FloatOutOfRange)),
             }
-        } else if int_end - int_start <= 18 && !underscores {
-            // Up to 18 digits always fit in i64: the fast path.
-            let magnitude = self.bytes[int_start..int_end]
-                .iter()
-                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
-            Ok(Number::Int(if negative { -magnitude } else { magnitude }))
         } else {
+            // Plain integers took Scanner::element's fast path; here come the
+            // rest ("+7", "1_000", big ones). from_digits keeps i64 values small.
             let digits = text.trim_start_matches(['-', '+']);
             Ok(BigInt::from_digits(negative, digits))
         }

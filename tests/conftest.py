@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,7 @@ def build_deb(revision: str, into: Path) -> Path:
 def debs(tmp_path_factory) -> tuple[Path, Path]:
     """Two builds of the package, the second with a higher revision."""
     into = tmp_path_factory.mktemp("debs")
-    base = subprocess.run(["date", "-u", "+%Y%m%d%H%M%S"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return build_deb(f"{base}.1", into), build_deb(f"{base}.2", into)
 
 

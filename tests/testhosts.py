@@ -517,9 +517,7 @@ def cluster_lab(cluster_file: Path, name: str = CLUSTER_LAB) -> tuple[Lab, list[
     nodes = [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
     addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
     subnet = addresses[0].rsplit(".", 1)[0] if addresses else "10.231.0"
-    dotfile = Path(os.environ.get("VAGRANT_DOTFILE_PATH") or PROJECT / ".vagrant")
-    if not dotfile.is_absolute():
-        dotfile = PROJECT / dotfile
+    dotfile = inventory.vagrant_dotfile()
     specs = []
     for index, node in enumerate(nodes):
         nets = node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}]
