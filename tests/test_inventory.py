@@ -145,14 +145,17 @@ def test_missing_cluster_file_is_named(tmp_path):
 
 
 def test_vagrantfile_validates_and_fails_on_a_bad_file_with_the_same_message(tmp_path):
-    ok = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True)
+    def validate(cluster: Path) -> subprocess.CompletedProcess:
+        # vagrant-libvirt makes machine folders: keep them out of the project's .vagrant.
+        env = dict(os.environ, SORTD_CLUSTER=str(cluster), VAGRANT_DOTFILE_PATH=str(tmp_path / "dotfile"))
+        return subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True, env=env)
+
+    ok = validate(ROOT / "cluster.json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    three = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
-                           env=dict(os.environ, SORTD_CLUSTER=str(ROOT / "examples/cluster-3-nodes.json")))
+    three = validate(ROOT / "examples/cluster-3-nodes.json")
     assert three.returncode == 0, three.stdout + three.stderr
     document, message = BAD_FILES[4]
     cluster = write(tmp_path, document)
-    bad = subprocess.run(["vagrant", "validate"], cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, SORTD_CLUSTER=str(cluster)))
+    bad = validate(cluster)
     assert bad.returncode != 0
     assert f"{cluster}: {message}" in bad.stdout + bad.stderr
