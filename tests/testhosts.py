@@ -99,16 +99,23 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> N
 
 def rootfs() -> Path:
     """The shared Debian 12 root filesystem, built once and cached."""
-    key = hashlib.sha256(" ".join([SUITE, *PACKAGES, "v2"]).encode()).hexdigest()[:12]
-    root = CACHE / f"rootfs-{SUITE}-{key}"
+    return cached_rootfs("nspawn", PACKAGES)
+
+
+def cached_rootfs(flavor: str, packages: list[str]) -> Path:
+    """A Debian 12 root filesystem with `packages`, a `vagrant` user with
+    passwordless sudo, systemd-networkd and sshd enabled and no SSH host keys;
+    built once per package list and cached under CACHE."""
+    key = hashlib.sha256(" ".join([SUITE, *packages, "v2"]).encode()).hexdigest()[:12]
+    root = CACHE / f"rootfs-{flavor}-{SUITE}-{key}"
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob("rootfs-*"):  # older package lists
+    for stale in CACHE.glob(f"rootfs-{flavor}-*"):  # older package lists
         shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log(f"building {root} with mmdebstrap (about a minute, once)")
-    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(PACKAGES)}", SUITE, str(root)])
+    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(packages)}", SUITE, str(root)])
     chroot = ["chroot", str(root)]
     run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant"])
     (root / "etc/sudoers.d/vagrant").write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
@@ -399,15 +406,20 @@ class Lab:
         return found[0]
 
     def _forward(self, spec: HostSpec, forward: Forward) -> None:
-        sock = self.run_dir / f"{spec.name}-{forward.guest_port}.sock"
-        self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
-                                  f"TCP:{spec.ip}:{forward.guest_port}"]))
-        wait_until(sock.exists, 10, f"forward socket {sock.name}")
-        self.spawn(["socat", f"TCP-LISTEN:{forward.host_port},bind={forward.host_ip},fork,reuseaddr",
-                    f"UNIX-CONNECT:{sock}"])
-        wait_until(lambda: listening(forward.host_port, forward.host_ip), 10,
-                   f"{forward.host_ip}:{forward.host_port} -> {spec.name}:{forward.guest_port}")
+        self.bridge(f"{spec.name}-{forward.guest_port}", forward.host_ip, forward.host_port,
+                    spec.ip, forward.guest_port)
 
+    def bridge(self, label: str, host_ip: str, host_port: int, target_ip: str, target_port: int) -> None:
+        """host_ip:host_port on this machine reaches target_ip:target_port in
+        the lab: two socats joined by a unix socket (TEST-HOSTS.md)."""
+        sock = self.run_dir / f"{label}.sock"
+        self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
+                                  f"TCP:{target_ip}:{target_port}"]))
+        wait_until(sock.exists, 10, f"forward socket {sock.name}")
+        self.spawn(["socat", f"TCP-LISTEN:{host_port},bind={host_ip},fork,reuseaddr",
+                    f"UNIX-CONNECT:{sock}"])
+        wait_until(lambda: listening(host_port, host_ip), 10,
+                   f"{host_ip}:{host_port} -> {label}")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -456,6 +468,16 @@ def down(name: str) -> None:
             subprocess.run(["umount", "--lazy", mount], check=False)
     netns = state.get("netns")
     if netns and Path(f"/run/netns/{netns}").exists():
+        # What our processes started and let go inside the lab (daemonized
+        # qemu and dnsmasq, Vagrant's SSH tunnels): nothing else lives there.
+        for _ in range(50):
+            leftover = subprocess.run(["ip", "netns", "pids", netns], capture_output=True,
+                                      text=True).stdout.split()
+            if not leftover:
+                break
+            for pid in map(int, leftover):
+                _signal(pid, signal.SIGKILL, group=False)
+            time.sleep(0.1)
         subprocess.run(["ip", "netns", "delete", netns], check=False)
     for cgroup in state.get("cgroups", []):
         for hierarchy in ("systemd", "unified"):
