@@ -24,6 +24,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ VAGRANT_HOME = CACHE / "vagrant.d"  # boxes added here, not to ~/.vagrant.d
 # without user/group root, libvirt cannot open /dev/kvm, decides KVM vanished
 # and probes qemu again on every call (4-8 s each).
 QEMU_CONF = 'user = "root"\ngroup = "root"\ncgroup_controllers = [ ]\nsecurity_driver = "none"\n'
+PROGRESS = re.compile(r"^(\x1b\[K)?Progress: \d+%")
 LIBVIRT_DIRS = ("/etc/libvirt", "/var/lib/libvirt", "/run/libvirt", "/var/log/libvirt")
 
 # The box's own Vagrantfile: qemu without KVM (KVM does not work on these
@@ -226,6 +228,8 @@ class VagrantLab(Lab):
                 self.inside(["vagrant", *args]), env=vagrant_env(**env), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as process:
             for line in process.stdout:
+                if PROGRESS.match(line):  # the box upload's progress meter, a line per step
+                    continue
                 self.timeline.append((time.monotonic() - started, line))
                 out.write(line)
                 out.flush()
