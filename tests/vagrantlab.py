@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testhosts import (APT_PROXY_PORT, CACHE, DATA, PACKAGES, PROJECT, Lab, cached_rootfs, down, log,
+from testhosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, cached_rootfs, down, log,
                        run, wait_until)
 
 LAB = "vagrant"
@@ -282,7 +282,7 @@ def main() -> None:
     sub.add_parser("down", help="remove a lab a killed run left behind")
     args = parser.parse_args()
     if args.command == "box":
-        print(box(f"http://{SUBNET}.1:{APT_PROXY_PORT}"))
+        print(box(VagrantLab().apt_proxy))  # the address the lab will give it
     else:
         down(LAB)
 
