@@ -8,8 +8,10 @@ import json
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from clusters import ROOT, SORTED, recap, sort_at
+from testhosts import listening
 from vagrantlab import VagrantLab, box
 
 
@@ -79,6 +81,11 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
             if not destroyed:
                 lab.vagrant(["destroy", "-f"], env)
             print("vagrant-libvirt timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    # The lab's end takes the rest (libvirt's state with the box's base
+    # volume, the daemons, the namespaces, the forwarded ports).
+    assert not Path(f"/run/netns/{lab.netns}").exists()
+    assert not lab.data_dir.exists() and not lab.run_dir.exists()
+    assert not any(listening(m["host_port"], m.get("host_ip", "127.0.0.1")) for m in mappings)
 
 
 def lab_logs(lab: VagrantLab) -> str:
