@@ -364,13 +364,7 @@ class Lab:
         run(["ssh-keygen", "-A", "-f", str(root)], stdout=subprocess.DEVNULL)
         key = self.data_dir / spec.name / "id_ed25519"
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vagrant@{spec.name}", "-f", str(key)])
-        ssh_dir = root / "home/vagrant/.ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
-        uid, gid = _ids_in(root, "vagrant")
-        for path in (ssh_dir, ssh_dir / "authorized_keys"):
-            os.chown(path, uid, gid)
-        (ssh_dir / "authorized_keys").chmod(0o600)
+        authorize_vagrant_key(root, Path(f"{key}.pub"))
         if spec.private_key_path:
             spec.private_key_path.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(key, spec.private_key_path)
@@ -434,6 +428,17 @@ def _descendants(pid: int) -> list[int]:
             result.extend(children)
             queue.extend(children)
     return result
+
+
+def authorize_vagrant_key(root: Path, public_key: Path) -> None:
+    """Makes `public_key` the one key that logs in as `vagrant` in root."""
+    ssh_dir = root / "home/vagrant/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public_key.read_text())
+    uid, gid = _ids_in(root, "vagrant")
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, uid, gid)
+    (ssh_dir / "authorized_keys").chmod(0o600)
 
 
 def _ids_in(root: Path, user: str) -> tuple[int, int]:
