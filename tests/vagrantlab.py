@@ -28,11 +28,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from testhosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, cached_rootfs, down, log,
-                       run, wait_until)
+from testhosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
+                       cached_rootfs, down, log, run, wait_until)
 
 LAB = "vagrant"
 SUBNET = "10.232.0"  # the lab's own bridge; guests reach its gateway by their default route
@@ -115,11 +116,7 @@ def _build_box(box_file: Path, apt_proxy: str | None) -> None:
     started = time.monotonic()
     root = cached_rootfs("box", BOX_PACKAGES)
     try:
-        ssh_dir = root / "home/vagrant/.ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        shutil.copyfile(vagrant_insecure_key(), ssh_dir / "authorized_keys")
-        (ssh_dir / "authorized_keys").chmod(0o600)
-        run(["chroot", str(root), "chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"])
+        authorize_vagrant_key(root, vagrant_insecure_key())
         (root / "etc/fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
         (root / "etc/hostname").write_text("debian\n")
         (root / "etc/hosts").write_text("127.0.0.1 localhost\n127.0.1.1 debian\n::1 localhost\n")
@@ -164,8 +161,8 @@ def _build_box(box_file: Path, apt_proxy: str | None) -> None:
 
 def vagrant_env(**extra: str) -> dict:
     # VAGRANT_CWD: nsenter --mount starts commands in /.
-    return dict(os.environ, VAGRANT_HOME=str(VAGRANT_HOME), VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_CWD=str(PROJECT),
-                VAGRANT_DEFAULT_PROVIDER="libvirt", **extra)
+    return dict(os.environ, VAGRANT_HOME=str(VAGRANT_HOME), VAGRANT_CWD=str(PROJECT),
+                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt", **extra)
 
 
 def vagrant(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -227,15 +224,19 @@ class VagrantLab(Lab):
         with open(log_file, "w") as out, subprocess.Popen(
                 self.inside(["vagrant", *args]), env=vagrant_env(**env), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as process:
-            for line in process.stdout:
-                if PROGRESS.match(line):  # the box upload's progress meter, a line per step
-                    continue
-                self.timeline.append((time.monotonic() - started, line))
-                out.write(line)
-                out.flush()
-                if time.monotonic() - started > timeout:
-                    process.kill()
-                    raise TimeoutError(f"vagrant {' '.join(args)}: not done after {timeout:.0f}s")
+            deadline = threading.Timer(timeout, process.kill)  # also when it prints nothing
+            deadline.start()
+            try:
+                for line in process.stdout:
+                    if PROGRESS.match(line):  # the box upload's progress meter, a line per step
+                        continue
+                    self.timeline.append((time.monotonic() - started, line))
+                    out.write(line)
+                    out.flush()
+            finally:
+                deadline.cancel()
+        if time.monotonic() - started >= timeout:
+            raise TimeoutError(f"vagrant {' '.join(args)}: killed after {timeout:.0f}s; see {log_file}")
         return "".join(line for _, line in self.timeline), process.returncode
 
     def when(self, text: str) -> float:
@@ -247,8 +248,8 @@ class VagrantLab(Lab):
         self.bridge(f"lo-{port}", host_ip, port, "127.0.0.1", port)
 
     def leftovers(self) -> dict[str, list[str]]:
-        """What libvirt still has: domains, volumes, networks, and qemu or
-        dnsmasq processes in the lab."""
+        """What libvirt still has: domains, volumes, networks, and qemu,
+        dnsmasq or SSH tunnel processes in the lab."""
         found = {
             "domains": self.virsh(["list", "--all", "--name"]).stdout.split(),
             "networks": self.virsh(["net-list", "--all", "--name"]).stdout.split(),
