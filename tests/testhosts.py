@@ -531,17 +531,31 @@ PROJECT = Path(__file__).resolve().parent.parent
 CLUSTER_LAB = "cluster"
 
 
+def vagrant_nodes(cluster_file: Path) -> list[dict]:
+    """The nodes of a cluster file that Vagrant (or a lab) brings up, as
+    inventory.py reads and checks them: those without an `ssh` block."""
+    import sys
+    sys.path.insert(0, str(PROJECT))
+    import inventory
+
+    return [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
+
+
+def node_forwards(node: dict) -> list[Forward]:
+    """A cluster file node's port_mappings (host_ip defaults to 127.0.0.1)."""
+    return [Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"))
+            for m in node.get("port_mappings", [])]
+
+
 def cluster_lab(cluster_file: Path, name: str = CLUSTER_LAB) -> tuple[Lab, list[HostSpec]]:
     """A lab and host specs for the Vagrant nodes of a cluster file, read by
     inventory.py's rules: each node at its first private address, with its
     forwarded ports on this machine and its key where inventory.py looks
     (.vagrant/machines/<name>/nspawn/private_key, or under
     $VAGRANT_DOTFILE_PATH). Nodes without a private address get one."""
-    import sys
-    sys.path.insert(0, str(PROJECT))
     import inventory
 
-    nodes = [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
+    nodes = vagrant_nodes(cluster_file)
     addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
     subnet = addresses[0].rsplit(".", 1)[0] if addresses else "10.231.0"
     dotfile = inventory.vagrant_dotfile()
@@ -551,8 +565,7 @@ def cluster_lab(cluster_file: Path, name: str = CLUSTER_LAB) -> tuple[Lab, list[
         specs.append(HostSpec(
             name=node["host_name"],
             ip=nets[0]["ip"],
-            forwards=[Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"))
-                      for m in node.get("port_mappings", [])],
+            forwards=node_forwards(node),
             private_key_path=dotfile / "machines" / node["host_name"] / "nspawn" / "private_key",
         ))
     return Lab(name, subnet=subnet), specs
