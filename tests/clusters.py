@@ -5,6 +5,7 @@ load on them."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,20 @@ from testhosts import cluster_lab
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
+# Ansible's output as plain text, for recap() and for failure messages.
+PLAIN_ANSIBLE = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
+
+
+def build_deb(into: Path, revision: str | None = None) -> Path:
+    """Builds the .deb with debian/build, with the given Debian revision or
+    its own (UTC time), and copies it into `into`; returns the copy's path.
+    The build itself stays in target/debian (cargo deb removes older ones),
+    where the web role finds the newest package."""
+    env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
+    out = subprocess.run([str(ROOT / "debian" / "build")], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    built = Path(out.strip().splitlines()[-1])
+    return Path(shutil.copy(built, into / built.name))
 
 
 @contextmanager
@@ -34,7 +49,7 @@ def playbook(cluster: Path, deb: Path, dotfile: Path, *args: str, check: bool = 
     """Runs ansible-playbook ansible/playbook.yaml as a user would, with the
     given .deb; returns its output and how long it took."""
     environment = dict(os.environ, SORTD_CLUSTER=str(cluster), VAGRANT_DOTFILE_PATH=str(dotfile),
-                       ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env or {}))
+                       **PLAIN_ANSIBLE, **(env or {}))
     started = time.monotonic()
     result = subprocess.run(["ansible-playbook", "ansible/playbook.yaml", "-e", f"web_deb={deb}", *args],
                             cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)

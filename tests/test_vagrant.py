@@ -10,28 +10,25 @@ import time
 import urllib.request
 from pathlib import Path
 
-from clusters import ROOT, SORTED, recap, sort_at
-from testhosts import listening
+from clusters import PLAIN_ANSIBLE, ROOT, SORTED, build_deb, recap, sort_at
+from testhosts import listening, node_forwards, vagrant_nodes
 from vagrantlab import VagrantLab, box
 
 
 def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     timings = {}
     started = time.monotonic()
-    deb = subprocess.run([str(ROOT / "debian/build")], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip().splitlines()[-1]
-    version = deb.rsplit("/", 1)[-1].split("_")[1]
+    # As a user would: the provisioner takes the newest build in target/debian.
+    version = build_deb(tmp_path).name.split("_")[1]
     timings["debian/build"] = time.monotonic() - started
 
-    cluster = json.loads((ROOT / "cluster.json").read_text())
-    mappings = [m for node in cluster["nodes"] for m in node.get("port_mappings", [])]
+    forwards = [forward for node in vagrant_nodes(ROOT / "cluster.json") for forward in node_forwards(node)]
     dotfile = tmp_path / "vagrant-dotfile"
     with VagrantLab() as lab:
         started = time.monotonic()
-        env = {"SORTD_BOX": box(lab.apt_proxy), "VAGRANT_DOTFILE_PATH": str(dotfile),
-               "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-        for mapping in mappings:
-            lab.expose(mapping["host_port"], mapping.get("host_ip", "127.0.0.1"))
+        env = {"SORTD_BOX": box(lab.apt_proxy), "VAGRANT_DOTFILE_PATH": str(dotfile), **PLAIN_ANSIBLE}
+        for forward in forwards:
+            lab.expose(forward.host_port, forward.host_ip)
         timings["lab and box"] = time.monotonic() - started
         destroyed = False
         try:
@@ -85,7 +82,7 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     # volume, the daemons, the namespaces, the forwarded ports).
     assert not Path(f"/run/netns/{lab.netns}").exists()
     assert not lab.data_dir.exists() and not lab.run_dir.exists()
-    assert not any(listening(m["host_port"], m.get("host_ip", "127.0.0.1")) for m in mappings)
+    assert not any(listening(forward.host_port, forward.host_ip) for forward in forwards)
 
 
 def lab_logs(lab: VagrantLab) -> str:
