@@ -45,7 +45,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    client_max_body_size 16m;
+    client_max_body_size {max_body_bytes};
     client_body_buffer_size 1m;
     upstream sortd {{ server 127.0.0.1:{sortd_port}; keepalive 64; }}
     upstream sortd_unix {{ server unix:{sortd_socket}; keepalive 64; }}
@@ -221,6 +221,9 @@ def main() -> None:
             raise SystemExit(f"bench needs {tool}: apt-get install nginx wrk curl")
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    defaults = dict(line.split("=", 1) for line in subprocess.run(
+        [str(SORTD), "--defaults"], capture_output=True, text=True, check=True).stdout.splitlines())
+    max_body_bytes = int(defaults["SORTD_MAX_BODY_BYTES"])
     rng = random.Random(20261123)
     processes = Processes()
     work = Path(tempfile.mkdtemp(prefix="sortd-bench-"))
@@ -231,7 +234,7 @@ def main() -> None:
         nginx_port = free_port()
         (work / "nginx.conf").write_text(NGINX_CONF.format(
             dir=work, sortd_port=sortd_port, sortd_socket=sortd_socket, nginx_port=nginx_port,
-            trivial_port=free_port(), ceiling=CEILING_BODY))
+            trivial_port=free_port(), ceiling=CEILING_BODY, max_body_bytes=max_body_bytes))
         processes.start(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"])
         wait_for_port(nginx_port)
 
@@ -274,16 +277,16 @@ def main() -> None:
         print(f"  peak RSS after these: {rss_kib(big.pid, 'VmHWM') / 1024:.0f} MiB (limits raised to 512 MiB / 2e7)")
         processes.stop(big)
 
-        # Peak memory of one 16 MiB body under the default limits, fresh process.
+        # Peak memory of the largest body under the default limits, fresh process.
         fresh, fresh_port = start_sortd(processes, {})
         idle = rss_kib(fresh.pid, "VmHWM")
-        body_file = work / "body-16mib.json"
+        body_file = work / "body-largest.json"
         count = 0
         parts = []
         size = 2
         while True:
             number = str(rng.randrange(-10**18, 10**18))
-            if size + len(number) + 1 > 16 * 2**20:
+            if size + len(number) + 1 > max_body_bytes:
                 break
             parts.append(number)
             size += len(number) + 1
@@ -291,7 +294,7 @@ def main() -> None:
         body_file.write_text("[" + ",".join(parts) + "]")
         median_ms, _ = time_request(fresh_port, body_file, 1)
         peak = rss_kib(fresh.pid, "VmHWM")
-        print(f"16 MiB body ({count:,} integers, default limits): {median_ms:.0f} ms; "
+        print(f"{max_body_bytes / 2**20:g} MiB body ({count:,} integers, default limits): {median_ms:.0f} ms; "
               f"peak RSS {peak / 1024:.1f} MiB (idle {idle / 1024:.1f} MiB)")
     finally:
         processes.stop_all()

@@ -29,15 +29,39 @@ impl Default for Config {
     }
 }
 
-/// The variables, their meaning and default, as `--help` prints them.
-pub const ENVIRONMENT_HELP: &str = "\
-  SORTD_LISTEN          address:port to listen on when systemd passes no socket
-                        (default 127.0.0.1:5000)
-  SORTD_MAX_BODY_BYTES  largest request body in bytes (default 16777216 = 16 MiB)
-  SORTD_MAX_NUMBERS     most numbers in one request (default 1000000)
-  SORTD_DRAIN_SECS      seconds a shutdown waits for requests in flight (default 10)
+impl Config {
+    /// The settings as lines of an environment file (`VARIABLE=value`). With
+    /// the defaults, `sortd --defaults` prints them; the package's
+    /// `/etc/default/sortd` and nginx site are made from that output, so each
+    /// default is written here alone.
+    pub fn to_env(&self) -> String {
+        format!(
+            "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n",
+            self.listen,
+            self.max_body_bytes,
+            self.max_numbers,
+            self.drain_timeout.as_secs()
+        )
+    }
+
+    /// The variables, their meaning and default, as `--help` prints them.
+    pub fn environment_help() -> String {
+        let defaults = Config::default();
+        format!(
+            "  SORTD_LISTEN          address:port to listen on when systemd passes no socket
+                        (default {})
+  SORTD_MAX_BODY_BYTES  largest request body in bytes (default {})
+  SORTD_MAX_NUMBERS     most numbers in one request (default {})
+  SORTD_DRAIN_SECS      seconds a shutdown waits for requests in flight (default {})
   RUST_LOG              log filter for env_logger (default info)
-  LISTEN_FDS            set by systemd socket activation: serve the inherited socket";
+  LISTEN_FDS            set by systemd socket activation: serve the inherited socket",
+            defaults.listen,
+            defaults.max_body_bytes,
+            defaults.max_numbers,
+            defaults.drain_timeout.as_secs()
+        )
+    }
+}
 
 /// A setting that is present but unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +158,23 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         })
+    }
+
+    #[test]
+    fn the_env_lines_read_back_as_the_same_settings() {
+        let custom =
+            config(&[("SORTD_MAX_BODY_BYTES", "1024"), ("SORTD_DRAIN_SECS", "3")]).unwrap();
+        for settings in [Config::default(), custom] {
+            let lines = settings.to_env();
+            let read = config(
+                &lines
+                    .lines()
+                    .map(|line| line.split_once('=').unwrap())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+            assert_eq!(read, settings, "{lines}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use sortd::config::{Config, ENVIRONMENT_HELP};
+use sortd::config::Config;
 use sortd::startup::Application;
 
 fn main() -> ExitCode {
@@ -15,11 +15,16 @@ fn main() -> ExitCode {
         None => {}
         Some("-h" | "--help") => {
             println!(
-                "{name} {version}\n{}\n\nUsage: {name} [--help | --version]\n\n\
+                "{name} {version}\n{}\n\nUsage: {name} [--help | --version | --defaults]\n\n\
                  Settings come from the environment (the systemd unit loads /etc/default/sortd):\n\
-                 {ENVIRONMENT_HELP}",
-                env!("CARGO_PKG_DESCRIPTION")
+                 {}\n\n--defaults prints the default settings as an environment file.",
+                env!("CARGO_PKG_DESCRIPTION"),
+                Config::environment_help()
             );
+            return ExitCode::SUCCESS;
+        }
+        Some("--defaults") => {
+            print!("{}", Config::default().to_env());
             return ExitCode::SUCCESS;
         }
         Some("-V" | "--version") => {

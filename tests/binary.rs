@@ -39,6 +39,21 @@ fn version_and_help_print_and_exit_zero() {
 }
 
 #[test]
+fn defaults_print_the_default_settings_as_an_environment_file() {
+    let defaults = run(&["--defaults"], &[]);
+    assert!(defaults.status.success());
+    let text = String::from_utf8_lossy(&defaults.stdout);
+    assert!(
+        text.lines()
+            .any(|line| line == "SORTD_MAX_BODY_BYTES=16777216"),
+        "{text}"
+    );
+    // Whatever the environment says, --defaults prints the built-in ones.
+    let overridden = run(&["--defaults"], &[("SORTD_MAX_BODY_BYTES", "1024")]);
+    assert_eq!(overridden.stdout, defaults.stdout);
+}
+
+#[test]
 fn invalid_settings_exit_2_with_a_clear_message_and_no_panic() {
     for (variable, value) in [
         ("SORTD_MAX_BODY_BYTES", "16M"),
