@@ -3,7 +3,7 @@
 
 cluster.json (or the file named by $SORTD_CLUSTER) is the one description of
 the cluster; this script only translates it, and it is also the one place that
-checks it: the Vagrantfile and tests/local-cluster run `inventory.py --check`,
+checks it: the Vagrantfile and scripts/local-cluster run `inventory.py --check`,
 so a bad file fails with the same message everywhere. The rules are the JSON
 Schema in cluster.schema.json, plus what a schema cannot say (unique names and
 ports, how Ansible reaches each node).
@@ -12,7 +12,8 @@ ports, how Ansible reaches each node).
   host port of guest port 22, as user vagrant, with the key Vagrant made:
   .vagrant/machines/<name>/<provider>/private_key, for whichever provider
   exists ($VAGRANT_DOTFILE_PATH moves .vagrant, as it does for Vagrant).
-- A cloud node is reached at its ssh host, port, user and key.
+- A cloud node is reached at its ssh host, port, user and key, and its host
+  key is checked against ~/.ssh/known_hosts, or the block's known_hosts file.
 
 Usage: inventory.py --list | --host NAME | --check
 """
@@ -29,7 +30,7 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parent
 SCHEMA = PROJECT / "cluster.schema.json"
 DEFAULT_GROUPS = ["web"]
-VAGRANT_PROVIDERS = ["virtualbox", "libvirt", "nspawn"]
+VAGRANT_PROVIDERS = ["virtualbox", "libvirt"]
 
 
 def cluster_path() -> Path:
@@ -88,9 +89,15 @@ def load_cluster(path: Path) -> list[dict[str, Any]]:
         raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
     for node in nodes:
         if "ssh" in node:
-            key = Path(node["ssh"]["key"]).expanduser()
-            node["ssh"] = dict(node["ssh"], key=str(key if key.is_absolute() else (path.parent / key).resolve()))
+            node["ssh"] = dict(node["ssh"], **{field: resolve(path, node["ssh"][field])
+                                               for field in ("key", "known_hosts") if field in node["ssh"]})
     return nodes
+
+
+def resolve(cluster_file: Path, name: str) -> str:
+    """A path from a cluster file: ~ expanded, relative to the file's folder."""
+    path = Path(name).expanduser()
+    return str(path if path.is_absolute() else (cluster_file.parent / path).resolve())
 
 
 def check_cluster(nodes: list[dict[str, Any]]) -> list[str]:
@@ -144,6 +151,8 @@ def host_vars(node: dict[str, Any]) -> dict[str, Any]:
             "ansible_user": ssh["user"],
             "ansible_ssh_private_key_file": ssh["key"],
         }
+        if "known_hosts" in ssh:
+            variables["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={ssh['known_hosts']}"
     else:
         ssh_port = next(m["host_port"] for m in node["port_mappings"] if m["guest_port"] == 22)
         private_ip = private_ips[0] if private_ips else None
@@ -160,8 +169,15 @@ def host_vars(node: dict[str, Any]) -> dict[str, Any]:
     return variables
 
 
+def known_groups() -> list[str]:
+    """The groups a node may be in, as the schema lists them."""
+    return json.loads(SCHEMA.read_text())["$defs"]["node"]["properties"]["groups"]["items"]["enum"]
+
+
 def inventory(nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    groups: dict[str, Any] = {}
+    # Every group the playbook names exists, empty or not, so a cluster
+    # without a load balancer runs its play without a warning.
+    groups: dict[str, Any] = {group: {"hosts": []} for group in known_groups()}
     for node in nodes:
         for group in node["groups"]:
             groups.setdefault(group, {"hosts": []})["hosts"].append(node["host_name"])

@@ -70,7 +70,7 @@ def test_groups_come_from_the_nodes_and_default_to_web(tmp_path):
 
 
 def test_seed_cluster_file_still_works(tmp_path):
-    # The file of ../shared/seeds/002: no groups, an extra forward of 5000.
+    # The original service's file: no groups, an extra forward of 5000.
     cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "port_mappings": [
         {"guest_port": 80, "host_port": 8080, "host_ip": "127.0.0.1"},
         {"guest_port": 5000, "host_port": 5000, "host_ip": "127.0.0.1"},
@@ -91,6 +91,19 @@ def test_cloud_nodes_use_their_own_address_user_and_key(tmp_path):
         "ansible_ssh_private_key_file": str(tmp_path / "keys/id_ed25519"),
         "sortd_private_ip": "10.0.1.5",
     }
+
+
+def test_a_known_hosts_file_is_checked_instead_of_the_users(tmp_path):
+    cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "ssh": {
+        "host": "127.0.0.1", "port": 22003, "user": "vagrant", "key": "id", "known_hosts": "hosts/known"}}]})
+    hostvars = json.loads(inventory(cluster, "--host", "web-01").stdout)
+    assert hostvars["ansible_ssh_common_args"] == f"-o UserKnownHostsFile={tmp_path / 'hosts/known'}"
+    assert "StrictHostKeyChecking" not in json.dumps(hostvars)
+
+
+def test_every_group_the_playbook_names_is_listed_even_when_empty(tmp_path):
+    listing = json.loads(inventory(None, "--list", dotfile=tmp_path).stdout)
+    assert listing["lb"] == {"hosts": []}
 
 
 def test_cloud_key_in_the_home_directory_is_expanded(tmp_path):
