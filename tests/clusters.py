@@ -1,6 +1,6 @@
-"""Helpers for the tests that deploy clusters: boot a cluster file's nodes as
-test hosts, run the playbook against them, read its recap, and put a bounded
-load on them."""
+"""Helpers for the tests that deploy clusters: build the .deb, boot a cluster
+file's nodes as test hosts, run the playbook against them as against cloud
+hosts, read its recap, and put a bounded load on them."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from testhosts import cluster_lab
+from testlab import cluster_lab
 
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
@@ -36,22 +36,21 @@ def build_deb(into: Path, revision: str | None = None) -> Path:
 
 @contextmanager
 def cluster_up(cluster: Path, name: str):
-    """The cluster file's nodes booted as test hosts; removed on exit."""
-    lab, specs = cluster_lab(cluster, name=name)
-    with lab:
+    """The cluster file's nodes booted as test hosts, removed on exit; yields
+    the lab, the ssh-block cluster file that reaches them, and the boot time."""
+    booting = cluster_lab(cluster, name=name)
+    with booting.lab as lab:
         started = time.monotonic()
-        lab.boot_all(specs)
-        yield lab, time.monotonic() - started
+        hosts = booting.up()
+        yield lab, hosts, time.monotonic() - started
 
 
-def playbook(cluster: Path, deb: Path, dotfile: Path, *args: str, check: bool = True,
-             env: dict | None = None) -> tuple[str, float]:
+def playbook(cluster: Path, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
     """Runs ansible-playbook ansible/playbook.yaml as a user would, with the
     given .deb; returns its output and how long it took."""
-    environment = dict(os.environ, SORTD_CLUSTER=str(cluster), VAGRANT_DOTFILE_PATH=str(dotfile),
-                       **PLAIN_ANSIBLE, **(env or {}))
+    environment = dict(os.environ, SORTD_CLUSTER=str(cluster), **PLAIN_ANSIBLE)
     started = time.monotonic()
-    result = subprocess.run(["ansible-playbook", "ansible/playbook.yaml", "-e", f"web_deb={deb}", *args],
+    result = subprocess.run(["ansible-playbook", "ansible/playbook.yaml", "-e", f"release_deb={deb}", *args],
                             cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)
     elapsed = time.monotonic() - started
     if check:
@@ -75,14 +74,14 @@ def sort_at(port: int) -> str:
 
 @contextmanager
 def under_load(url: str, stop_dir: Path, max_seconds: float = 300):
-    """Runs tests/load.py against url until the block ends (bounded by
+    """Runs the lab's load loop against url until the block ends (bounded by
     max_seconds anyway); the yielded dict then holds its summary."""
     stop = stop_dir / "stop-load"
     stop.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/load.py"), url, "--threads", "4", "--max-requests", "1000000",
+        [sys.executable, "-m", "testlab.load", url, "--threads", "4", "--max-requests", "1000000",
          "--max-seconds", str(max_seconds), "--stop-file", str(stop)],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
     summary: dict = {}
     try:
         time.sleep(1)

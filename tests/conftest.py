@@ -14,11 +14,3 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
     into = tmp_path_factory.mktemp("debs")
     base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return build_deb(into, f"{base}.1"), build_deb(into, f"{base}.2")
-
-
-@pytest.fixture()
-def dotfile(tmp_path, monkeypatch) -> Path:
-    """Where test hosts leave their keys, as Vagrant's .vagrant would."""
-    path = tmp_path / "vagrant-dotfile"
-    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(path))
-    return path

@@ -1,9 +1,9 @@
 """The scaled-out cluster of examples/cluster-3-nodes.json: a load balancer
 (lb-01, owning 127.0.0.1:8080 and :8443) in front of three web nodes, as the
 seed's ELB in front of an auto-scaling group. Under a bounded load loop
-(tests/load.py on 127.0.0.1:8080): losing sortd on a node, losing a whole
+(testlab's load loop on 127.0.0.1:8080): losing sortd on a node, losing a whole
 node, a rolling upgrade, and a bad release rolled back, each with 0 failed
-requests; the firewall; a cloud-style cluster file; TLS.
+requests; the firewall; TLS.
 
 The tests run in order against one cluster. Lines starting with "measure:"
 are the figures bench/cluster prints.
@@ -38,14 +38,10 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(debs, work):
-    monkeypatch = pytest.MonkeyPatch()
-    dotfile = work / "vagrant-dotfile"
-    monkeypatch.setenv("VAGRANT_DOTFILE_PATH", str(dotfile))
-    with cluster_up(CLUSTER, "lb") as (lab, booted):
-        output, first = playbook(CLUSTER, debs[0], dotfile)
+    with cluster_up(CLUSTER, "lb") as (lab, hosts, booted):
+        output, first = playbook(hosts, debs[0])
         measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment {first:.1f}s")
-        yield lab, dotfile
-    monkeypatch.undo()
+        yield lab, hosts
 
 
 def version_on(lab, node: str) -> str:
@@ -60,9 +56,9 @@ def served(lab, node: str) -> int:
 
 
 def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
-    lab, dotfile = cluster
+    lab, hosts = cluster
     assert sort_at(8080) == SORTED
-    output, second = playbook(CLUSTER, debs[0], dotfile)
+    output, second = playbook(hosts, debs[0])
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
     measure(f"second run {second:.1f}s, changed=0 on all 4 nodes")
     # The web node logs the client's address, not the load balancer's: here
@@ -144,10 +140,10 @@ def test_losing_a_whole_node_fails_no_request(cluster, work):
 
 
 def test_rolling_upgrade_fails_no_request(cluster, debs, work):
-    lab, dotfile = cluster
+    lab, hosts = cluster
     old, new = (deb.name.split("_")[1] for deb in debs)
     with under_load(LOAD_URL, work) as load:
-        output, took = playbook(CLUSTER, debs[1], dotfile)
+        output, took = playbook(hosts, debs[1])
     versions = load["versions"]
     measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s; {load['requests']} requests, "
             f"{load['failed']} failed; answered by {versions}")
@@ -177,12 +173,12 @@ def broken_release(deb: Path, work: Path) -> Path:
 
 
 def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work):
-    lab, dotfile = cluster
+    lab, hosts = cluster
     good = debs[1].name.split("_")[1]
     bad = broken_release(debs[1], work)
     bad_version = bad.name.split("_")[1]
     with under_load(LOAD_URL, work) as load:
-        output, took = playbook(CLUSTER, bad, dotfile, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
+        output, took = playbook(hosts, bad, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
                                 check=False)
     message = next((line for line in output.splitlines() if "failed on web-01" in line), "")
     measure(f"bad release: rollout stopped after web-01 in {took:.1f}s; {load['requests']} requests, "
@@ -195,34 +191,11 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     assert load["failed"] == 0, load["failures"]
 
 
-def test_a_cloud_style_cluster_file_deploys_the_same_way(cluster, debs, work):
-    lab, dotfile = cluster
-    nodes = json.loads(CLUSTER.read_text())["nodes"]
-    cloud = {"nodes": [{
-        "host_name": node["host_name"],
-        "groups": node["groups"],
-        "ssh": {
-            "host": "127.0.0.1",
-            "port": next(m["host_port"] for m in node["port_mappings"] if m["guest_port"] == 22),
-            "user": "vagrant",
-            "key": str(dotfile / "machines" / node["host_name"] / "nspawn" / "private_key"),
-            "private_ip": node["network_configs"][0]["ip"],
-        },
-    } for node in nodes]}
-    cloud_file = work / "cloud.json"
-    cloud_file.write_text(json.dumps(cloud))
-    # Cloud hosts are checked against known_hosts; these test hosts are new.
-    output, took = playbook(cloud_file, debs[1], dotfile, env={"ANSIBLE_HOST_KEY_CHECKING": "False"})
-    assert set(recap(output)) == {"lb-01", *WEB}
-    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
-    measure(f"cloud-style cluster file (ssh blocks) over the same hosts: {took:.1f}s, changed=0")
-
-
 def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
-    lab, dotfile = cluster
+    lab, hosts = cluster
     ca_dir = work / "tls"
     # As a user would type it: -e values are strings, the role reads them as such.
-    playbook(CLUSTER, debs[1], dotfile, "-e", "lb_tls=true", "-e", "lb_https_port=8443",
+    playbook(hosts, debs[1], "-e", "lb_tls=true", "-e", "lb_https_port=8443",
              "-e", f"lb_ca_dir={ca_dir}")
     ca = ca_dir / "lb-01-ca.crt"
     curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",

@@ -7,9 +7,11 @@ The tests run in order against one host, as an administrator would.
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
-from testhosts import Forward, HostSpec, Lab
+import testlab.load
+from testlab import Forward, HostSpec, Lab
 
 SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
@@ -120,7 +122,7 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
 def test_upgrade_under_load_fails_no_request(host, debs):
     _, second = debs
     host.put(second, "/root/sortd-2.deb")
-    host.put(pytest.importorskip("pathlib").Path(__file__).with_name("load.py"), "/root/load.py")
+    host.put(Path(testlab.load.__file__), "/root/load.py")
     pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     # The load runs inside the host against nginx on 127.0.0.1:80, bounded in
     # time and count; it stops when the upgrade is done.

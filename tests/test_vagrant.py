@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 from clusters import PLAIN_ANSIBLE, ROOT, SORTED, build_deb, recap, sort_at
-from testhosts import listening, node_forwards, vagrant_nodes
-from vagrantlab import VagrantLab, box
+from testlab import listening, node_forwards, vagrant_nodes
+from testlab.vagrant import VagrantLab, box
 
 
 def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Real `vagrant up` on this machine: vagrant-libvirt, qemu in software
 emulation, and a Debian 12 box built here from Debian's packages.
 
@@ -11,15 +10,14 @@ that Vagrant makes exist only in the lab, nothing of this machine's libvirt
 configuration changes, and a lab's end takes all of it away. `vagrant` runs
 in the same namespaces; the cluster file's forwarded ports (which
 vagrant-libvirt opens as SSH tunnels inside the namespace) are bridged to
-this machine's 127.0.0.1 with socat. See ../../shared/TEST-HOSTS.md.
+this machine's 127.0.0.1 with socat.
 
-    python3 tests/vagrantlab.py box     # build (once) and add the box; prints its name
-    python3 tests/vagrantlab.py down    # remove a lab a killed run left behind
+    python3 -m testlab box              # build (once) and add the box; prints its name
+    python3 -m testlab down vagrant     # remove a lab a killed run left behind
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import hashlib
 import json
@@ -32,19 +30,19 @@ import threading
 import time
 from pathlib import Path
 
-from testhosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
-                       cached_rootfs, down, log, run, wait_until)
+from .hosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
+                    cached_rootfs, down, log, run, wait_until)
 
 LAB = "vagrant"
 SUBNET = "10.232.0"  # the lab's own bridge; guests reach its gateway by their default route
 # The Debian cloud kernel: half the size of the generic one and ~25% faster to
-# boot under emulation (TEST-HOSTS.md); it has the virtio drivers.
+# boot under emulation; it has the virtio drivers.
 BOX_PACKAGES = [*PACKAGES, "linux-image-cloud-amd64"]
 BOX_FORMAT = "v2"  # bump when the box's own files below change
 BOX_VERSION = "1.0.0"
 BOX_DISK_GB = 8
 VAGRANT_HOME = CACHE / "vagrant.d"  # boxes added here, not to ~/.vagrant.d
-# libvirt settings for a root-run libvirtd without systemd (TEST-HOSTS.md):
+# libvirt settings for a root-run libvirtd without systemd:
 # without user/group root, libvirt cannot open /dev/kvm, decides KVM vanished
 # and probes qemu again on every call (4-8 s each).
 QEMU_CONF = 'user = "root"\ngroup = "root"\ncgroup_controllers = [ ]\nsecurity_driver = "none"\n'
@@ -55,7 +53,7 @@ LIBVIRT_DIRS = ("/etc/libvirt", "/var/lib/libvirt", "/run/libvirt", "/var/log/li
 # machines), the kernel booted directly (the image has no boot loader), no
 # graphics.
 BOX_VAGRANTFILE = """\
-# Debian 12 box for vagrant-libvirt built by sortd's tests/vagrantlab.py.
+# Debian 12 box for vagrant-libvirt built by sortd's testlab/vagrant.py.
 Vagrant.configure("2") do |config|
   config.vm.provider :libvirt do |libvirt|
     libvirt.driver = "qemu"
@@ -274,19 +272,3 @@ def _mount_ns(pid: int) -> str:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
         return ""
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="vagrant-libvirt on this machine, in a lab.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("box", help="build (once) and add the libvirt box the lab's VMs use; print its name")
-    sub.add_parser("down", help="remove a lab a killed run left behind")
-    args = parser.parse_args()
-    if args.command == "box":
-        print(box(VagrantLab().apt_proxy))  # the address the lab will give it
-    else:
-        down(LAB)
-
-
-if __name__ == "__main__":
-    main()

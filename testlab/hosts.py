@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Test hosts: real Debian 12 machines with systemd as PID 1, on this machine.
 
 Each host is a systemd-nspawn container booted from a shared mmdebstrap root
@@ -13,8 +12,7 @@ A Lab is a context manager: leaving it, normally or by an exception, stops
 everything it started, by PID, and removes its mounts, namespace and files.
 Its state is also written under /run/sortd-testhosts/<lab>/, so a lab left
 behind by a killed process is cleaned by the next `Lab` of the same name or by
-`testhosts.py down LAB`. See ../../shared/TEST-HOSTS.md for the facts behind
-the recipe.
+`python3 -m testlab down LAB`.
 
     with Lab("pkg") as lab:
         host = lab.boot(HostSpec("web-01", "10.231.0.11", [Forward(8080, 80)]))
@@ -23,7 +21,6 @@ the recipe.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,14 +28,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PROJECT = Path(__file__).resolve().parent.parent
 RUN = Path("/run/sortd-testhosts")
 DATA = Path("/var/lib/sortd-testhosts")
 CACHE = Path("/var/cache/sortd-testhosts")
-APT_PROXY_PORT = 3142  # inside a lab: gateway:3142, as TEST-HOSTS.md has it
+APT_PROXY_PORT = 3142  # inside a lab: the gateway's port 3142, apt-cacher-ng's usual one
 # On this machine our apt-cacher-ng listens on its own port, so a stock
 # apt-cacher-ng already running on 3142 (with remap rules) is never used.
 HOST_APT_PROXY_PORT = 3149
@@ -62,17 +61,17 @@ class Forward:
 
 @dataclass(frozen=True)
 class HostSpec:
-    """What a test host is: its name, address on the lab bridge, forwarded
-    ports, and optionally where to leave the `vagrant` user's private key."""
+    """What a test host is: its name, address on the lab bridge, and
+    forwarded ports."""
 
     name: str
     ip: str
     forwards: list[Forward] = field(default_factory=list)
-    private_key_path: Path | None = None
 
 
 def log(message: str) -> None:
-    print(f"testhosts: {message}", flush=True)
+    """Progress, on stderr: stdout is for what a command answers."""
+    print(f"testlab: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -132,15 +131,22 @@ def cached_rootfs(flavor: str, packages: list[str]) -> Path:
 
 
 class Host:
-    """A booted test host. `run` executes a command inside it as root."""
+    """A booted test host. `run` executes a command inside it as root; SSH
+    reaches it as `vagrant` with `key`, and `host_key` is its sshd's key."""
 
-    def __init__(self, spec: HostSpec, root: Path, leader: int, nspawn_pid: int) -> None:
+    def __init__(self, spec: HostSpec, root: Path, leader: int, nspawn_pid: int, key: Path) -> None:
         self.spec = spec
         self.name = spec.name
         self.ip = spec.ip
         self.root = root
         self.leader = leader
         self.nspawn_pid = nspawn_pid
+        self.key = key
+
+    @property
+    def host_key(self) -> str:
+        """sshd's public ed25519 key, as known_hosts wants it: 'TYPE KEY'."""
+        return " ".join((self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2])
 
     def run(self, args: list[str], check: bool = True, timeout: float = 600,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -177,7 +183,7 @@ class Lab:
         self.run_dir = RUN / name
         self.data_dir = DATA / name
         self.state_file = self.run_dir / "state.json"
-        self.state: dict = {"pids": [], "mounts": [], "netns": None, "cgroups": [], "paths": []}
+        self.state: dict = {"pids": [], "mounts": [], "netns": None, "cgroups": []}
         self.hosts: dict[str, Host] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -258,7 +264,7 @@ class Lab:
         (cache / "conf" / "acng.conf").write_text(
             f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {HOST_APT_PROXY_PORT}\n"
             "BindAddress: 127.0.0.1\nForeGround: 1\nExThreshold: 4\n")
-        # Not --help: that starts a daemon on 0.0.0.0 (TEST-HOSTS.md).
+        # Never `apt-cacher-ng --help`: it starts a daemon on 0.0.0.0.
         self.spawn(["apt-cacher-ng", "-c", str(cache / "conf")],
                    log_file=self.run_dir / "apt-cacher-ng.log")
         wait_until(lambda: listening(HOST_APT_PROXY_PORT), 15, f"apt-cacher-ng on 127.0.0.1:{HOST_APT_PROXY_PORT}")
@@ -328,7 +334,7 @@ class Lab:
     def _await(self, spec: HostSpec, root: Path, nspawn: subprocess.Popen, timeout: float) -> Host:
         """Waits until systemd in the host finished booting and sshd runs."""
         leader = self._wait_for_leader(spec.name, nspawn)
-        host = Host(spec, root, leader, nspawn.pid)
+        host = Host(spec, root, leader, nspawn.pid, self.key_of(spec.name))
         deadline = time.monotonic() + timeout
         while True:
             booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
@@ -362,15 +368,13 @@ class Lab:
         (root / "etc/apt/apt.conf.d/01proxy").write_text(
             f'Acquire::http::Proxy "http://{self.gateway}:{APT_PROXY_PORT}";\nAcquire::Retries "5";\n')
         run(["ssh-keygen", "-A", "-f", str(root)], stdout=subprocess.DEVNULL)
-        key = self.data_dir / spec.name / "id_ed25519"
+        key = self.key_of(spec.name)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vagrant@{spec.name}", "-f", str(key)])
         authorize_vagrant_key(root, Path(f"{key}.pub"))
-        if spec.private_key_path:
-            spec.private_key_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(key, spec.private_key_path)
-            spec.private_key_path.chmod(0o600)
-            self.state["paths"].append(str(spec.private_key_path.parent))
-            self.save()
+
+    def key_of(self, name: str) -> Path:
+        """The private key that logs in to host `name` as `vagrant`."""
+        return self.data_dir / name / "id_ed25519"
 
     def _wait_for_leader(self, name: str, nspawn: subprocess.Popen) -> int:
         """The container's PID 1, seen from here: a descendant of nspawn."""
@@ -405,7 +409,8 @@ class Lab:
 
     def bridge(self, label: str, host_ip: str, host_port: int, target_ip: str, target_port: int) -> None:
         """host_ip:host_port on this machine reaches target_ip:target_port in
-        the lab: two socats joined by a unix socket (TEST-HOSTS.md)."""
+        the lab: two socats joined by a unix socket, which no network namespace
+        confines."""
         sock = self.run_dir / f"{label}.sock"
         self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
                                   f"TCP:{target_ip}:{target_port}"]))
@@ -492,13 +497,6 @@ def down(name: str) -> None:
                     directory.rmdir()
                 except OSError:
                     pass
-    for path in map(Path, state.get("paths", [])):
-        shutil.rmtree(path, ignore_errors=True)
-        for parent in list(path.parents)[:3]:  # e.g. .vagrant/machines/web-01, if now empty
-            try:
-                parent.rmdir()
-            except OSError:
-                break
     shutil.rmtree(DATA / name, ignore_errors=True)
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -523,84 +521,3 @@ def _signal(pid: int, sig: int, group: bool) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-# -- clusters: the nodes of a cluster file as test hosts ----------------------
-
-PROJECT = Path(__file__).resolve().parent.parent
-CLUSTER_LAB = "cluster"
-
-
-def vagrant_nodes(cluster_file: Path) -> list[dict]:
-    """The nodes of a cluster file that Vagrant (or a lab) brings up, as
-    inventory.py reads and checks them: those without an `ssh` block."""
-    import sys
-    sys.path.insert(0, str(PROJECT))
-    import inventory
-
-    return [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
-
-
-def node_forwards(node: dict) -> list[Forward]:
-    """A cluster file node's port_mappings (host_ip defaults to 127.0.0.1)."""
-    return [Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"))
-            for m in node.get("port_mappings", [])]
-
-
-def cluster_lab(cluster_file: Path, name: str = CLUSTER_LAB) -> tuple[Lab, list[HostSpec]]:
-    """A lab and host specs for the Vagrant nodes of a cluster file, read by
-    inventory.py's rules: each node at its first private address, with its
-    forwarded ports on this machine and its key where inventory.py looks
-    (.vagrant/machines/<name>/nspawn/private_key, or under
-    $VAGRANT_DOTFILE_PATH). Nodes without a private address get one."""
-    import inventory
-
-    nodes = vagrant_nodes(cluster_file)
-    addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
-    subnet = addresses[0].rsplit(".", 1)[0] if addresses else "10.231.0"
-    dotfile = inventory.vagrant_dotfile()
-    specs = []
-    for index, node in enumerate(nodes):
-        nets = node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}]
-        specs.append(HostSpec(
-            name=node["host_name"],
-            ip=nets[0]["ip"],
-            forwards=node_forwards(node),
-            private_key_path=dotfile / "machines" / node["host_name"] / "nspawn" / "private_key",
-        ))
-    return Lab(name, subnet=subnet), specs
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Debian 12 test hosts in systemd-nspawn.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("rootfs", help="build the cached root filesystem")
-    down_parser = sub.add_parser("down", help="remove a lab left behind")
-    down_parser.add_argument("lab")
-    cluster = sub.add_parser("cluster", help="the nodes of a cluster file as test hosts")
-    cluster.add_argument("action", choices=["up", "down"])
-    cluster.add_argument("cluster_file", nargs="?", type=Path,
-                         default=Path(os.environ.get("SORTD_CLUSTER") or PROJECT / "cluster.json"))
-    args = parser.parse_args()
-    if args.command == "rootfs":
-        print(rootfs())
-    elif args.command == "down":
-        down(args.lab)
-    elif args.action == "down":
-        down(CLUSTER_LAB)
-        log("cluster down")
-    else:
-        lab, specs = cluster_lab(args.cluster_file)
-        lab.__enter__()  # left running on purpose: `cluster down` removes it
-        try:
-            lab.boot_all(specs)
-        except BaseException:
-            lab.down()
-            raise
-        for spec in specs:
-            ports = ", ".join(f"{f.host_ip}:{f.host_port}->{f.guest_port}" for f in spec.forwards)
-            log(f"{spec.name} {spec.ip} ({ports})")
-
-
-if __name__ == "__main__":
-    main()

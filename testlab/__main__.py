@@ -1,0 +1,42 @@
+"""python3 -m testlab: the lab from the command line (see __init__.py)."""
+
+import argparse
+import os
+from pathlib import Path
+
+from . import cluster, hosts, vagrant
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python3 -m testlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("cluster-up", help="boot a cluster file's nodes; print the ssh-block cluster file")
+    up.add_argument("cluster_file", nargs="?", type=Path,
+                    default=Path(os.environ.get("SORTD_CLUSTER") or hosts.PROJECT / "cluster.json"))
+    sub.add_parser("cluster-status", help="the nodes of the running cluster lab, one line each")
+    down = sub.add_parser("down", help="remove a lab and everything it started (default: the cluster lab)")
+    down.add_argument("lab", nargs="?", default=cluster.CLUSTER_LAB)
+    sub.add_parser("rootfs", help="build the cached root filesystem of the test hosts")
+    sub.add_parser("box", help="build (once) and add the libvirt box of the Vagrant lab; print its name")
+    args = parser.parse_args()
+    if args.command == "cluster-up":
+        lab = cluster.cluster_lab(args.cluster_file)
+        lab.lab.__enter__()  # left running on purpose: `down` removes it
+        try:
+            print(lab.up())
+        except BaseException:
+            lab.lab.down()
+            raise
+    elif args.command == "cluster-status":
+        lines = cluster.status()
+        print("\n".join(lines) if lines else "no local cluster is up")
+    elif args.command == "down":
+        hosts.down(args.lab)
+    elif args.command == "rootfs":
+        print(hosts.rootfs())
+    else:
+        print(vagrant.box(vagrant.VagrantLab().apt_proxy))  # the address the lab will give it
+
+
+if __name__ == "__main__":
+    main()
