@@ -11,7 +11,7 @@ second nginx `return 200` over TCP (what TCP proxying alone costs), sortd
 direct, nginx proxying to sortd over TCP, and nginx proxying to sortd on a
 unix socket passed by systemd-socket-activate, as the package runs it.
 
-Usage: bench/run.py [--duration SECONDS]   (needs: cargo, nginx, wrk, curl)
+Usage: bench/run.py [--duration SECONDS]   (needs: cargo, and scripts/install-deps bench)
 """
 
 import argparse
@@ -218,7 +218,7 @@ def main() -> None:
     args = parser.parse_args()
     for tool in ("cargo", "nginx", "wrk", "curl"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            raise SystemExit(f"bench needs {tool}: apt-get install nginx wrk curl")
+            raise SystemExit(f"bench needs {tool}: scripts/install-deps bench")
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     defaults = dict(line.split("=", 1) for line in subprocess.run(

@@ -112,3 +112,16 @@ def test_readme_main_command_works_as_written_from_a_fresh_clone(tmp_path):
         down = sh(down_command(), clone, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     assert leftovers(clone) == []
+
+
+def test_readme_layout_table_matches_the_tree():
+    section = re.search(r"^## Layout\n(.*?)(?=^## |\Z)", README.read_text(), re.S | re.M).group(1)
+    named = {path for line in section.splitlines() if line.startswith("| `")
+             for path in re.findall(r"`([^`]+)`", line.split("|")[1])}
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert missing == [], f"the layout table names what the tree lacks: {missing}"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    top = {line.split("/")[0] + ("/" if "/" in line else "") for line in tracked.splitlines()}
+    covered = {path.split("/")[0] + ("/" if "/" in path else "") for path in named}
+    unlisted = sorted(top - covered - {"README.md"})
+    assert unlisted == [], f"the layout table does not say where these are: {unlisted}"
