@@ -492,11 +492,17 @@ def down(name: str) -> None:
     for cgroup in state.get("cgroups", []):
         for hierarchy in ("systemd", "unified"):
             path = Path("/sys/fs/cgroup") / hierarchy / cgroup
-            for directory in (path, path.parent):
+            # The host's own systemd made cgroups inside (payload/init.scope,
+            # system.slice, ...): remove the tree from its leaves up.
+            for directory, _, _ in os.walk(path, topdown=False):
                 try:
-                    directory.rmdir()
+                    os.rmdir(directory)
                 except OSError:
                     pass
+            try:
+                path.parent.rmdir()  # the lab's own, once its last host is gone
+            except OSError:
+                pass
     shutil.rmtree(DATA / name, ignore_errors=True)
     shutil.rmtree(run_dir, ignore_errors=True)
 

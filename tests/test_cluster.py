@@ -59,6 +59,8 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
     lab, hosts = cluster
     assert sort_at(8080) == SORTED
     output, second = playbook(hosts, debs[0])
+    # Every node ran (an empty recap would make the next line true).
+    assert set(recap(output)) == {"lb-01", *WEB}, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
     measure(f"second run {second:.1f}s, changed=0 on all 4 nodes")
     # The web node logs the client's address, not the load balancer's: here

@@ -74,7 +74,8 @@ def leftovers(clone: Path) -> list[str]:
     found = []
     if Path(f"/run/netns/sortd-{LAB}").exists():
         found.append(f"network namespace sortd-{LAB}")
-    for path in (RUN / LAB, DATA / LAB, Path("/sys/fs/cgroup/unified/sortd-testhosts") / LAB):
+    for path in (RUN / LAB, DATA / LAB, *(Path("/sys/fs/cgroup") / hierarchy / "sortd-testhosts" / LAB
+                                          for hierarchy in ("systemd", "unified"))):
         if path.exists():
             found.append(str(path))
     for forward in (f for node in vagrant_nodes(ROOT / "cluster.json") for f in node_forwards(node)):
