@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 from clusters import ROOT, SORT_BODY, SORTED
@@ -98,7 +99,9 @@ def test_readme_main_command_works_as_written_from_a_fresh_clone(tmp_path):
     clone = tmp_path / "sortd"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     try:
+        started = time.monotonic()
         up = sh(commands["main"], clone, timeout=1500)
+        took = time.monotonic() - started
         log = (up.stdout + up.stderr)[-8000:]
         assert up.returncode == 0, f"{commands['main']} exited {up.returncode}:\n{log}"
         assert "WARNING" not in up.stdout + up.stderr, log
@@ -108,7 +111,7 @@ def test_readme_main_command_works_as_written_from_a_fresh_clone(tmp_path):
         for command, expected in examples:
             answer = sh(command, clone, timeout=30)
             assert answer.stdout.strip() == expected, f"{command}\nREADME: {expected}\ngot:    {answer.stdout}"
-        print(f"README: {commands['main']} and {len(examples)} API examples as written")
+        print(f"README: {commands['main']} from a fresh clone: {took:.0f}s; {len(examples)} API examples as written")
     finally:
         down = sh(down_command(), clone, timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
