@@ -1,6 +1,6 @@
 """The scaled-out cluster of examples/cluster-3-nodes.json: a load balancer
 (lb-01, owning 127.0.0.1:8080 and :8443) in front of three web nodes, as the
-seed's ELB in front of an auto-scaling group. Under a bounded load loop
+original service's ELB in front of an auto-scaling group. Under a bounded load loop
 (testlab's load loop on 127.0.0.1:8080): losing sortd on a node, losing a whole
 node, a rolling upgrade, and a bad release rolled back, each with 0 failed
 requests; the firewall; TLS.

@@ -69,7 +69,7 @@ def test_groups_come_from_the_nodes_and_default_to_web(tmp_path):
     assert set(listing["_meta"]["hostvars"]) == {"lb-01", "web-01", "web-02"}
 
 
-def test_seed_cluster_file_still_works(tmp_path):
+def test_the_original_services_cluster_file_still_works(tmp_path):
     # The original service's file: no groups, an extra forward of 5000.
     cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "port_mappings": [
         {"guest_port": 80, "host_port": 8080, "host_ip": "127.0.0.1"},
