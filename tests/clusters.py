@@ -2,6 +2,7 @@
 file's nodes as test hosts, run the playbook against them as against cloud
 hosts, read its recap, and put a bounded load on them."""
 
+import http.client
 import json
 import os
 import re
@@ -64,6 +65,30 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
         hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
     return hosts
+
+
+# Ways to ask for /metrics that a path check on the raw URI would miss.
+METRICS_SPELLINGS = [
+    "/metrics", "/metrics/", "//metrics", "///metrics//", "/./metrics", "/x/../metrics", "/%2e/metrics",
+    "/%6detrics", "/%6Detrics", "/metrics%2F", "/metrics?x=1", "/metrics/?x=1", "/METRICS", "/Metrics/",
+    "/metrics#x",
+]
+
+
+def metrics_leaks(port: int) -> list[str]:
+    """The spellings of /metrics that 127.0.0.1:port answers with metrics;
+    each is sent exactly as written (http.client does not normalise)."""
+    leaks = []
+    for path in METRICS_SPELLINGS:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", path)
+            answer = connection.getresponse()
+            if answer.status == 200 and b"# TYPE sortd_" in answer.read():
+                leaks.append(path)
+        finally:
+            connection.close()
+    return leaks
 
 
 def sort_at(port: int) -> str:

@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import ROOT, SORT_BODY, SORTED, cluster_up, playbook, recap, sort_at, under_load
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, metrics_leaks, playbook, recap,
+                      sort_at, under_load)
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
 WEB = ["web-01", "web-02", "web-03"]
@@ -78,6 +79,10 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
     for _ in range(30):
         sort_at(8080)
     assert all(served(lab, node) > before[node] for node in WEB)
+
+
+def test_the_lb_refuses_metrics_under_any_spelling(cluster):
+    assert metrics_leaks(8080) == [], f"of {METRICS_SPELLINGS}"
 
 
 def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
