@@ -5,6 +5,7 @@
 //! routes and fold this error into theirs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -22,6 +23,13 @@ use crate::sort::{Numbers, Order};
 /// Bodies larger than this are parsed and sorted on the blocking pool, so a
 /// big sort never stalls the threads that serve other connections.
 const BLOCKING_THRESHOLD: usize = 64 * 1024;
+
+/// What of a refused body is still read, and dropped, after its 413 is sent:
+/// a client that sends its whole body before it reads (no `Expect:
+/// 100-continue`) then reads the 413 instead of a reset connection. Bounded
+/// in bytes and time; past either the connection is closed.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler shares.
 pub struct State {
@@ -48,8 +56,8 @@ pub async fn sort<S, B>(
     body: S,
 ) -> Result<Response, std::convert::Infallible>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
+    S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
+    B: Buf + Send,
 {
     let result = async {
         let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
@@ -96,23 +104,27 @@ fn sort_body(body: Bytes, max_numbers: usize, order: Order) -> Result<(usize, Ve
 
 /// Reads the body into memory, refusing it as soon as it is known to exceed
 /// `limit`: at once from `Content-Length`, or while reading a chunked body.
+/// The rest of a refused body is drained in the background (see
+/// [`DRAIN_MAX_BYTES`]) while the 413 goes out.
 async fn read_body<S, B>(
     mut body: S,
     content_length: Option<u64>,
     limit: u64,
 ) -> Result<Bytes, ApiError>
 where
-    S: Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
+    S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
+    B: Buf + Send,
 {
     let too_large = ApiError::BodyTooLarge { limit };
     if content_length.is_some_and(|length| length > limit) {
+        drain(body);
         return Err(too_large);
     }
     let mut buffer = BytesMut::with_capacity(content_length.unwrap_or(0) as usize);
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|error| ApiError::BodyRead(error.to_string()))?;
         if (buffer.len() + chunk.remaining()) as u64 > limit {
+            drain(body);
             return Err(too_large);
         }
         while chunk.has_remaining() {
@@ -123,6 +135,28 @@ where
         }
     }
     Ok(buffer.freeze())
+}
+
+/// Reads and drops what is left of a refused body, up to `DRAIN_MAX_BYTES`
+/// and `DRAIN_TIMEOUT`, in a task of its own: the connection stays readable
+/// while the answer is written, and closes when the body is dropped.
+fn drain<S, B>(mut body: S)
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
+    B: Buf + Send,
+{
+    tokio::spawn(async move {
+        let mut left = DRAIN_MAX_BYTES;
+        let reading = async {
+            while let Some(Ok(chunk)) = body.next().await {
+                match left.checked_sub(chunk.remaining() as u64) {
+                    Some(rest) => left = rest,
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, reading).await;
+    });
 }
 
 /// `GET /`: how to call the API.

@@ -289,6 +289,37 @@ async fn body_over_the_limit_returns_413() {
 }
 
 #[tokio::test]
+async fn client_sending_a_too_large_body_without_waiting_reads_the_413() {
+    // As Python's urllib does: no `Expect: 100-continue`, the whole body
+    // written before the answer is read. Far more than socket buffers hold,
+    // so a server that stopped reading would reset the connection.
+    let app = spawn_app_with(Config {
+        max_body_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let body = vec![b' '; 8 * 1024 * 1024];
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), stream.write_all(&body))
+        .await
+        .expect("the server keeps reading")
+        .expect("the whole body is sent without a reset");
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+}
+
+#[tokio::test]
 async fn chunked_body_over_the_limit_returns_413_without_reading_it_all() {
     let app = spawn_app_with(Config {
         max_body_bytes: 1024,
