@@ -7,10 +7,11 @@
 //! value was a JSON string (`"[5, 3, 9,]"`) or native JSON (`[5, 3, 9]`).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::number::{BigInt, Number};
@@ -36,6 +37,9 @@ pub enum InputError {
     },
     /// The body holds more numbers than the configured limit.
     TooManyNumbers { limit: usize },
+    /// The object has more keys than the limit (the same as for numbers):
+    /// keys hold no numbers, yet each costs memory to read.
+    TooManyKeys { limit: usize },
 }
 
 /// What exactly is wrong at a position.
@@ -109,6 +113,9 @@ impl fmt::Display for InputError {
             InputError::TooManyNumbers { limit } => {
                 write!(f, "the body holds more than {limit} numbers")
             }
+            InputError::TooManyKeys { limit } => {
+                write!(f, "the body's object has more than {limit} keys")
+            }
         }
     }
 }
@@ -124,9 +131,18 @@ pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(InputError::EmptyBody),
         Some(b'{') => {
-            let Entries(entries) = serde_json::from_slice(body).map_err(malformed)?;
+            let seed = Entries {
+                max_keys: max_numbers,
+                too_many: Cell::new(false),
+            };
+            let entries = seed
+                .deserialize(&mut serde_json::Deserializer::from_slice(body))
+                .map_err(|error| match seed.too_many.get() {
+                    true => InputError::TooManyKeys { limit: max_numbers },
+                    false => malformed(error),
+                })?;
             for (key, raw) in entries {
-                scan_json_value(raw, &mut numbers).map_err(|e| e.at(Some(key)))?;
+                scan_json_value(raw, &mut numbers).map_err(|e| e.at(Some(key.into_owned())))?;
             }
         }
         Some(b'[') => {
@@ -221,33 +237,51 @@ fn scan_json_value(raw: &RawValue, numbers: &mut Numbers) -> Result<(), ValueErr
     }
 }
 
-/// The object's entries in order, borrowing values from the body.
-struct Entries<'a>(Vec<(String, &'a RawValue)>);
+/// Reads an object's entries in order of first appearance, each with its
+/// last value, borrowing keys (unless escaped) and values from the body, and
+/// refusing more than `max_keys` of them: a key holds no number, so the
+/// number limit alone would not bound what a body of keys costs to read.
+struct Entries {
+    max_keys: usize,
+    too_many: Cell<bool>,
+}
 
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries: Vec<(String, &'de RawValue)> = Vec::new();
-                let mut index: HashMap<String, usize> = HashMap::new();
-                while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
-                    match index.get(&key) {
-                        Some(&at) => entries[at].1 = value,
-                        None => {
-                            index.insert(key.clone(), entries.len());
-                            entries.push((key, value));
-                        }
-                    }
+type Entry<'de> = (Cow<'de, str>, &'de RawValue);
+
+impl<'de> DeserializeSeed<'de> for &Entries {
+    type Value = Vec<Entry<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &Entries {
+    type Value = Vec<Entry<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries: Vec<Entry<'de>> = Vec::new();
+        // Where each key stands in `entries`; the key is borrowed there too.
+        let mut index: HashMap<Cow<'de, str>, usize> = HashMap::new();
+        while let Some(JsonString(key)) = map.next_key::<JsonString<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            match index.get(&key) {
+                Some(&at) => entries[at].1 = value,
+                None if entries.len() == self.max_keys => {
+                    self.too_many.set(true);
+                    return Err(A::Error::custom("too many keys"));
                 }
-                Ok(Entries(entries))
+                None => {
+                    index.insert(key.clone(), entries.len());
+                    entries.push((key, value));
+                }
             }
         }
-        deserializer.deserialize_map(EntriesVisitor)
+        Ok(entries)
     }
 }
 
