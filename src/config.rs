@@ -16,6 +16,12 @@ pub struct Config {
     pub max_numbers: usize,
     /// `SORTD_DRAIN_SECS`: how long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// `SORTD_MAX_INFLIGHT_BYTES`: the request body bytes all requests in
+    /// flight may hold together (at least `max_body_bytes`).
+    pub max_inflight_bytes: u64,
+    /// `SORTD_BUSY_WAIT_SECS`: how long a request waits for that budget
+    /// before it is answered 503.
+    pub busy_wait: Duration,
 }
 
 impl Default for Config {
@@ -25,6 +31,10 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             max_numbers: 1_000_000,
             drain_timeout: Duration::from_secs(10),
+            // Four bodies of the largest size at once: well inside the
+            // unit's MemoryMax=1G for every body shape.
+            max_inflight_bytes: 64 * 1024 * 1024,
+            busy_wait: Duration::from_secs(2),
         }
     }
 }
@@ -36,11 +46,14 @@ impl Config {
     /// default is written here alone.
     pub fn to_env(&self) -> String {
         format!(
-            "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n",
+            "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n\
+             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\n",
             self.listen,
             self.max_body_bytes,
             self.max_numbers,
-            self.drain_timeout.as_secs()
+            self.drain_timeout.as_secs(),
+            self.max_inflight_bytes,
+            self.busy_wait.as_secs()
         )
     }
 
@@ -53,12 +66,19 @@ impl Config {
   SORTD_MAX_BODY_BYTES  largest request body in bytes (default {})
   SORTD_MAX_NUMBERS     most numbers in one request (default {})
   SORTD_DRAIN_SECS      seconds a shutdown waits for requests in flight (default {})
+  SORTD_MAX_INFLIGHT_BYTES
+                        body bytes all requests in flight may hold together, at
+                        least SORTD_MAX_BODY_BYTES (default {})
+  SORTD_BUSY_WAIT_SECS  seconds a request waits for that budget before a 503
+                        (default {})
   RUST_LOG              log filter for env_logger (default info)
   LISTEN_FDS            set by systemd socket activation: serve the inherited socket",
             defaults.listen,
             defaults.max_body_bytes,
             defaults.max_numbers,
-            defaults.drain_timeout.as_secs()
+            defaults.drain_timeout.as_secs(),
+            defaults.max_inflight_bytes,
+            defaults.busy_wait.as_secs()
         )
     }
 }
@@ -94,7 +114,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let defaults = Config::default();
         let positive = |text: &str| text.parse::<u64>().ok().filter(|&n| n > 0);
-        Ok(Config {
+        Config {
             listen: setting(
                 &lookup,
                 "SORTD_LISTEN",
@@ -123,7 +143,34 @@ impl Config {
                 |text| text.parse().ok().map(Duration::from_secs),
             )?
             .unwrap_or(defaults.drain_timeout),
-        })
+            max_inflight_bytes: setting(
+                &lookup,
+                "SORTD_MAX_INFLIGHT_BYTES",
+                "a positive number of bytes",
+                positive,
+            )?
+            .unwrap_or(defaults.max_inflight_bytes),
+            busy_wait: setting(
+                &lookup,
+                "SORTD_BUSY_WAIT_SECS",
+                "a whole number of seconds",
+                |text| text.parse().ok().map(Duration::from_secs),
+            )?
+            .unwrap_or(defaults.busy_wait),
+        }
+        .checked()
+    }
+
+    /// Settings that are each fine but wrong together.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.max_inflight_bytes < self.max_body_bytes {
+            return Err(ConfigError {
+                variable: "SORTD_MAX_INFLIGHT_BYTES",
+                value: self.max_inflight_bytes.to_string(),
+                expected: "at least SORTD_MAX_BODY_BYTES, or a body of the largest size could never be read",
+            });
+        }
+        Ok(self)
     }
 }
 
@@ -204,5 +251,24 @@ mod tests {
         assert!(error.to_string().contains("\"16M\""));
         assert!(config(&[("SORTD_LISTEN", "localhost")]).is_err());
         assert!(config(&[("SORTD_MAX_NUMBERS", "0")]).is_err());
+    }
+
+    #[test]
+    fn an_inflight_budget_smaller_than_one_body_is_refused() {
+        let error = config(&[
+            ("SORTD_MAX_BODY_BYTES", "2048"),
+            ("SORTD_MAX_INFLIGHT_BYTES", "1024"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "SORTD_MAX_INFLIGHT_BYTES");
+        assert!(
+            error.to_string().contains("SORTD_MAX_BODY_BYTES"),
+            "{error}"
+        );
+        let fits = config(&[
+            ("SORTD_MAX_BODY_BYTES", "2048"),
+            ("SORTD_MAX_INFLIGHT_BYTES", "2048"),
+        ]);
+        assert_eq!(fits.unwrap().max_inflight_bytes, 2048);
     }
 }

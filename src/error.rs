@@ -19,13 +19,22 @@ use crate::reply::json_response;
 #[derive(Debug, Clone)]
 pub enum ApiError {
     Input(InputError),
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        limit: u64,
+    },
     BadQuery(String),
     NotFound,
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed {
+        allow: &'static str,
+    },
     BodyRead(String),
+    /// The in-flight budget stayed spent for the whole wait (see `budget`).
+    Busy,
     Internal,
 }
+
+/// What a `503 busy` answer tells the client to wait, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 impl Reject for ApiError {}
 
@@ -54,14 +63,14 @@ struct ErrorDetail<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Input(InputError::TooManyNumbers { .. }) | ApiError::BodyTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::Input(InputError::TooManyNumbers { .. } | InputError::TooManyKeys { .. })
+            | ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Input(_) | ApiError::BadQuery(_) | ApiError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,11 +83,13 @@ impl ApiError {
             ApiError::Input(InputError::NotObjectOrArray(_)) => "wrong_body_type",
             ApiError::Input(InputError::InvalidValue { .. }) => "invalid_value",
             ApiError::Input(InputError::TooManyNumbers { .. }) => "too_many_numbers",
+            ApiError::Input(InputError::TooManyKeys { .. }) => "too_many_keys",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::BadQuery(_) => "bad_query",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyRead(_) => "body_read_error",
+            ApiError::Busy => "busy",
             ApiError::Internal => "internal_error",
         }
     }
@@ -99,6 +110,9 @@ impl ApiError {
                 format!("method not allowed here; allowed: {allow}")
             }
             ApiError::BodyRead(detail) => format!("the request body could not be read: {detail}"),
+            ApiError::Busy => {
+                format!("sortd is busy with other large requests; retry in {RETRY_AFTER_SECS} s")
+            }
             ApiError::Internal => "internal error; it has been logged".to_owned(),
         }
     }
@@ -120,10 +134,19 @@ impl ApiError {
             },
         };
         let mut response = json_response(self.status(), &body);
-        if let ApiError::MethodNotAllowed { allow } = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            }
+            ApiError::Busy => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use crate::budget::{Budget, Reservation};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::input::parse_body;
@@ -35,6 +36,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct State {
     pub config: Config,
     pub metrics: Arc<Metrics>,
+    /// The body bytes all requests in flight may hold together.
+    pub budget: Arc<Budget>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +65,15 @@ where
     let result = async {
         let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
             .map_err(|error| ApiError::BadQuery(error.to_string()))?;
-        let body = read_body(body, content_length, state.config.max_body_bytes).await?;
+        // Held until the answer is made: the body, its numbers and the JSON.
+        let mut reservation = state.budget.reservation();
+        let body = read_body(
+            body,
+            content_length,
+            state.config.max_body_bytes,
+            &mut reservation,
+        )
+        .await?;
         let max_numbers = state.config.max_numbers;
         let (count, json) = if body.len() > BLOCKING_THRESHOLD {
             tokio::task::spawn_blocking(move || sort_body(body, max_numbers, params.order))
@@ -75,6 +86,7 @@ where
             sort_body(body, max_numbers, params.order)?
         };
         state.metrics.add_sorted(count);
+        drop(reservation);
         Ok::<_, ApiError>(bytes_response(StatusCode::OK, JSON, json))
     };
     Ok(result.await.unwrap_or_else(ApiError::into_response))
@@ -105,11 +117,14 @@ fn sort_body(body: Bytes, max_numbers: usize, order: Order) -> Result<(usize, Ve
 /// Reads the body into memory, refusing it as soon as it is known to exceed
 /// `limit`: at once from `Content-Length`, or while reading a chunked body.
 /// The rest of a refused body is drained in the background (see
-/// [`DRAIN_MAX_BYTES`]) while the 413 goes out.
+/// [`DRAIN_MAX_BYTES`]) while the 413 (or 503) goes out. Before any byte is kept,
+/// `reservation` covers it: all of `Content-Length` at once, or a chunked
+/// body as it grows.
 async fn read_body<S, B>(
     mut body: S,
     content_length: Option<u64>,
     limit: u64,
+    reservation: &mut Reservation,
 ) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
@@ -120,12 +135,21 @@ where
         drain(body);
         return Err(too_large);
     }
+    if let Err(busy) = reservation.cover(content_length.unwrap_or(0)).await {
+        drain(body);
+        return Err(busy);
+    }
     let mut buffer = BytesMut::with_capacity(content_length.unwrap_or(0) as usize);
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|error| ApiError::BodyRead(error.to_string()))?;
-        if (buffer.len() + chunk.remaining()) as u64 > limit {
+        let size = (buffer.len() + chunk.remaining()) as u64;
+        if size > limit {
             drain(body);
             return Err(too_large);
+        }
+        if let Err(busy) = reservation.cover(size).await {
+            drain(body);
+            return Err(busy);
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

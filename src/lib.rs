@@ -3,13 +3,17 @@
 //! - [`input`] and [`number`] and [`sort`]: the domain, pure functions;
 //! - [`filters`], [`handlers`], [`error`], [`reply`]: the HTTP API;
 //! - [`metrics`]: Prometheus metrics and the access log;
+//! - [`budget`] and [`memory`]: the body bytes all requests in flight may
+//!   hold together, and memory given back after a burst;
 //! - [`config`] and [`startup`]: settings, binding and serving.
 
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod filters;
 pub mod handlers;
 pub mod input;
+pub mod memory;
 pub mod metrics;
 pub mod number;
 pub mod reply;

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
     }
     logger.init();
 
+    sortd::memory::limit_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::filters;
 use crate::handlers::State;
@@ -56,6 +57,7 @@ impl Application {
             None => Listener::Tcp(TcpListener::bind(config.listen).await?),
         };
         let state = Arc::new(State {
+            budget: Arc::new(Budget::new(config.max_inflight_bytes, config.busy_wait)),
             config,
             metrics: Arc::new(Metrics::default()),
         });
@@ -98,6 +100,9 @@ impl Application {
     /// in flight finish for at most the configured drain time, and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let drain = self.state.config.drain_timeout;
+        let trimming = tokio::spawn(
+            Arc::clone(&self.state.budget).trim_when_idle(std::time::Duration::from_secs(1)),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = filters::app(self.state);
         let stopped = async {
@@ -113,7 +118,10 @@ impl Application {
             }
         };
         tokio::select! {
-            () = &mut server => return,
+            () = &mut server => {
+                trimming.abort();
+                return;
+            }
             () = shutdown => {}
         }
         log::info!("shutting down: no new connections, draining for up to {drain:?}");
@@ -121,5 +129,6 @@ impl Application {
         if tokio::time::timeout(drain, server).await.is_err() {
             log::warn!("drain time over: closing the connections still open");
         }
+        trimming.abort();
     }
 }

@@ -348,6 +348,56 @@ async fn chunked_body_over_the_limit_returns_413_without_reading_it_all() {
 }
 
 #[tokio::test]
+async fn bodies_past_the_inflight_budget_wait_then_get_503_with_retry_after() {
+    let app = spawn_app_with(Config {
+        max_body_bytes: 1024 * 1024,
+        max_inflight_bytes: 1024 * 1024,
+        busy_wait: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+    // A slow client holds the whole budget: its body is announced, not sent.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1048576\r\n\r\n[1";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Small bodies need budget too, so they wait, then hear they may retry.
+    let started = std::time::Instant::now();
+    let answer = app.post("/", "[3, 1, 2]").await;
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "busy");
+    assert_eq!(answer.headers["retry-after"], "1");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // Once the slow request is gone, its budget is back.
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = app.post("/", "[3, 1, 2]").await;
+    assert_eq!(answer.text, r#"{"sorted_list":[1,2,3]}"#);
+}
+
+#[tokio::test]
+async fn more_keys_than_the_limit_returns_413() {
+    let app = spawn_app_with(Config {
+        max_numbers: 3,
+        ..Config::default()
+    })
+    .await;
+    assert_eq!(app.post("/", r#"{"a":[],"b":[],"c":[]}"#).await.status, 200);
+    // A repeated key is one key.
+    assert_eq!(
+        app.post("/", r#"{"a":[],"b":[],"c":[],"a":[1]}"#)
+            .await
+            .status,
+        200
+    );
+    let answer = app.post("/", r#"{"a":[],"b":[],"c":[],"d":[]}"#).await;
+    assert_eq!(answer.status, 413, "{}", answer.text);
+    assert_eq!(answer.json()["error"]["code"], "too_many_keys");
+}
+
+#[tokio::test]
 async fn more_numbers_than_the_limit_returns_413() {
     let app = spawn_app_with(Config {
         max_numbers: 5,

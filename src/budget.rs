@@ -1,0 +1,167 @@
+//! The global in-flight budget: how many request body bytes sortd holds at
+//! once. A request reserves its body (from `Content-Length` at once, or
+//! chunk by chunk as a chunked body arrives) before reading it, and keeps the
+//! reservation until its answer is made. When the budget is spent, a request
+//! waits for up to `SORTD_BUSY_WAIT`, then gets `503` with `Retry-After`:
+//! a burst of large bodies is served a few at a time instead of adding up
+//! past the unit's `MemoryMax` and getting sortd killed.
+//!
+//! Once no body is in flight after a large one, [`Budget::trim_when_idle`]
+//! gives the freed memory back to the system (see [`crate::memory`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+
+/// Permits are KiB: tokio counts permits in `u32`.
+const UNIT: u64 = 1024;
+
+/// A reservation at least this large marks memory worth giving back.
+const LARGE: u64 = 1024 * 1024;
+
+/// The bytes all requests in flight may hold together.
+#[derive(Debug)]
+pub struct Budget {
+    semaphore: Arc<Semaphore>,
+    units: usize,
+    wait: Duration,
+    /// Set when a large reservation ends; cleared by a trim.
+    large_done: Arc<AtomicBool>,
+}
+
+/// What one request holds of the budget; given back when dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    deadline: Instant,
+    bytes: u64,
+    large_done: Arc<AtomicBool>,
+}
+
+impl Budget {
+    pub fn new(bytes: u64, wait: Duration) -> Self {
+        let units = usize::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Budget {
+            semaphore: Arc::new(Semaphore::new(units)),
+            units,
+            wait,
+            large_done: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether no request holds any of the budget.
+    pub fn idle(&self) -> bool {
+        self.semaphore.available_permits() == self.units
+    }
+
+    /// Every `period`, if a large request ended since the last look and
+    /// none holds the budget now, returns the allocator's free memory to the
+    /// system. Runs until dropped.
+    pub async fn trim_when_idle(self: Arc<Self>, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            if self.idle() && self.large_done.swap(false, Ordering::Relaxed) {
+                let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                log::debug!("no request in flight after a large one: free memory given back");
+            }
+        }
+    }
+
+    /// An empty reservation whose waits all end `wait` from now.
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            semaphore: Arc::clone(&self.semaphore),
+            permit: None,
+            deadline: Instant::now() + self.wait,
+            bytes: 0,
+            large_done: Arc::clone(&self.large_done),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes >= LARGE {
+            self.large_done.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Reservation {
+    /// Makes the reservation cover `bytes` in all, waiting for the budget
+    /// until the deadline; `ApiError::Busy` past it.
+    pub async fn cover(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let held = self.bytes.div_ceil(UNIT);
+        let wanted = bytes.div_ceil(UNIT);
+        if wanted <= held {
+            return Ok(());
+        }
+        let more = u32::try_from(wanted - held).map_err(|_| ApiError::Busy)?;
+        let acquire = Arc::clone(&self.semaphore).acquire_many_owned(more);
+        let permit = match tokio::time::timeout_at(self.deadline, acquire).await {
+            Ok(Ok(permit)) => permit,
+            // Timed out, or the semaphore was closed (it never is).
+            _ => return Err(ApiError::Busy),
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_for_the_budget_then_is_told_busy() {
+        let budget = Budget::new(10 * UNIT, Duration::from_secs(2));
+        let mut first = budget.reservation();
+        first.cover(8 * UNIT).await.unwrap();
+        let mut second = budget.reservation();
+        assert!(matches!(second.cover(4 * UNIT).await, Err(ApiError::Busy)));
+        // Once the first is done, the budget is there again.
+        drop(first);
+        let mut third = budget.reservation();
+        third.cover(10 * UNIT).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_goes_on_when_budget_is_given_back_in_time() {
+        let budget = Budget::new(10 * UNIT, Duration::from_secs(2));
+        let mut first = budget.reservation();
+        first.cover(10 * UNIT).await.unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(first);
+        });
+        let mut second = budget.reservation();
+        second.cover(10 * UNIT).await.unwrap();
+        release.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_grows_chunk_by_chunk() {
+        let budget = Budget::new(4 * UNIT, Duration::from_secs(1));
+        let mut growing = budget.reservation();
+        for bytes in [100, 1500, 3000, 4 * UNIT] {
+            growing.cover(bytes).await.unwrap();
+        }
+        assert!(matches!(
+            growing.cover(4 * UNIT + 1).await,
+            Err(ApiError::Busy)
+        ));
+    }
+}
