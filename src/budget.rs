@@ -4,7 +4,8 @@
 //! reservation until its answer is made. When the budget is spent, a request
 //! waits for up to `SORTD_BUSY_WAIT`, then gets `503` with `Retry-After`:
 //! a burst of large bodies is served a few at a time instead of adding up
-//! past the unit's `MemoryMax` and getting sortd killed.
+//! past the unit's `MemoryMax` and getting sortd killed. Small bodies (up to
+//! [`SMALL_BODY_BYTES`]) need no budget, so big sorts never make them wait.
 //!
 //! Once no body is in flight after a large one, [`Budget::trim_when_idle`]
 //! gives the freed memory back to the system (see [`crate::memory`]).
@@ -20,6 +21,10 @@ use crate::error::ApiError;
 
 /// Permits are KiB: tokio counts permits in `u32`.
 const UNIT: u64 = 1024;
+
+/// Bodies up to this size are served without a reservation: what they hold
+/// is small next to the budget, and they must stay fast while big ones run.
+pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 
 /// A reservation at least this large marks memory worth giving back.
 const LARGE: u64 = 1024 * 1024;
@@ -97,9 +102,13 @@ impl Drop for Reservation {
 }
 
 impl Reservation {
-    /// Makes the reservation cover `bytes` in all, waiting for the budget
-    /// until the deadline; `ApiError::Busy` past it.
+    /// Makes the reservation cover `bytes` in all (nothing while that is a
+    /// small body), waiting for the budget until the deadline;
+    /// `ApiError::Busy` past it.
     pub async fn cover(&mut self, bytes: u64) -> Result<(), ApiError> {
+        if bytes <= SMALL_BODY_BYTES {
+            return Ok(());
+        }
         let held = self.bytes.div_ceil(UNIT);
         let wanted = bytes.div_ceil(UNIT);
         if wanted <= held {
@@ -125,43 +134,46 @@ impl Reservation {
 mod tests {
     use super::*;
 
+    const BIG: u64 = 1024 * UNIT;
+
     #[tokio::test(start_paused = true)]
     async fn a_request_waits_for_the_budget_then_is_told_busy() {
-        let budget = Budget::new(10 * UNIT, Duration::from_secs(2));
+        let budget = Budget::new(10 * BIG, Duration::from_secs(2));
         let mut first = budget.reservation();
-        first.cover(8 * UNIT).await.unwrap();
+        first.cover(8 * BIG).await.unwrap();
         let mut second = budget.reservation();
-        assert!(matches!(second.cover(4 * UNIT).await, Err(ApiError::Busy)));
+        assert!(matches!(second.cover(4 * BIG).await, Err(ApiError::Busy)));
+        // Small bodies need no budget.
+        budget.reservation().cover(SMALL_BODY_BYTES).await.unwrap();
         // Once the first is done, the budget is there again.
         drop(first);
+        assert!(budget.idle());
         let mut third = budget.reservation();
-        third.cover(10 * UNIT).await.unwrap();
+        third.cover(10 * BIG).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_request_goes_on_when_budget_is_given_back_in_time() {
-        let budget = Budget::new(10 * UNIT, Duration::from_secs(2));
+        let budget = Budget::new(10 * BIG, Duration::from_secs(2));
         let mut first = budget.reservation();
-        first.cover(10 * UNIT).await.unwrap();
+        first.cover(10 * BIG).await.unwrap();
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             drop(first);
         });
         let mut second = budget.reservation();
-        second.cover(10 * UNIT).await.unwrap();
+        second.cover(10 * BIG).await.unwrap();
         release.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_reservation_grows_chunk_by_chunk() {
-        let budget = Budget::new(4 * UNIT, Duration::from_secs(1));
+        let budget = Budget::new(4 * BIG, Duration::from_secs(1));
         let mut growing = budget.reservation();
-        for bytes in [100, 1500, 3000, 4 * UNIT] {
+        for bytes in [100, SMALL_BODY_BYTES + 1, 3 * BIG, 4 * BIG] {
             growing.cover(bytes).await.unwrap();
         }
-        assert!(matches!(
-            growing.cover(4 * UNIT + 1).await,
-            Err(ApiError::Busy)
-        ));
+        let past = growing.cover(4 * BIG + 1).await;
+        assert!(matches!(past, Err(ApiError::Busy)));
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
-use crate::budget::{Budget, Reservation};
+use crate::budget::{Budget, Reservation, SMALL_BODY_BYTES};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::input::parse_body;
@@ -23,7 +23,7 @@ use crate::sort::{Numbers, Order};
 
 /// Bodies larger than this are parsed and sorted on the blocking pool, so a
 /// big sort never stalls the threads that serve other connections.
-const BLOCKING_THRESHOLD: usize = 64 * 1024;
+const BLOCKING_THRESHOLD: usize = SMALL_BODY_BYTES as usize;
 
 /// What of a refused body is still read, and dropped, after its 413 is sent:
 /// a client that sends its whole body before it reads (no `Expect:

@@ -362,19 +362,24 @@ async fn bodies_past_the_inflight_budget_wait_then_get_503_with_retry_after() {
     slow.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // Small bodies need budget too, so they wait, then hear they may retry.
+    // Another large body waits, then hears it may retry.
+    let large = format!("[{}1]", " ".repeat(100 * 1024));
     let started = std::time::Instant::now();
-    let answer = app.post("/", "[3, 1, 2]").await;
+    let answer = app.post("/", large.clone()).await;
     assert_eq!(answer.status, 503, "{}", answer.text);
     assert_eq!(answer.json()["error"]["code"], "busy");
     assert_eq!(answer.headers["retry-after"], "1");
     assert!(started.elapsed() >= Duration::from_millis(900));
+    // Small bodies need no budget: they are served at once.
+    let started = std::time::Instant::now();
+    let answer = app.post("/", "[3, 1, 2]").await;
+    assert_eq!(answer.text, r#"{"sorted_list":[1,2,3]}"#);
+    assert!(started.elapsed() < Duration::from_millis(500));
 
     // Once the slow request is gone, its budget is back.
     drop(slow);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = app.post("/", "[3, 1, 2]").await;
-    assert_eq!(answer.text, r#"{"sorted_list":[1,2,3]}"#);
+    assert_eq!(app.post("/", large).await.text, r#"{"sorted_list":[1]}"#);
 }
 
 #[tokio::test]
