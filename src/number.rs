@@ -26,12 +26,28 @@ pub enum Number {
 ///
 /// Sorting only needs comparison and printing, and both are exact and linear
 /// on decimal digits, so no arbitrary-precision arithmetic library is needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Against a float, the integer compares through its nearest `f64`, worked
+/// out once when it is read: rounding never reverses an order, so only a tie
+/// with that float needs the exact answer, and that is kept too. Every
+/// comparison with a float is then O(1), whatever the sizes.
+#[derive(Debug, Clone)]
 pub struct BigInt {
     negative: bool,
     /// The magnitude: ASCII digits, no leading zero, never fits in `i64`.
     digits: Box<str>,
+    /// The magnitude rounded to the nearest `f64` (infinite past `f64::MAX`).
+    approx: f64,
+    /// How the magnitude stands to `approx`, exactly.
+    beyond_approx: Ordering,
 }
+
+impl PartialEq for BigInt {
+    fn eq(&self, other: &Self) -> bool {
+        self.negative == other.negative && self.digits == other.digits
+    }
+}
+
+impl Eq for BigInt {}
 
 /// 2^63 as an `f64`: every float at or beyond this magnitude is an integer
 /// outside the `i64` range.
@@ -53,9 +69,14 @@ impl BigInt {
         if digits.is_empty() {
             return Number::Int(0);
         }
+        // Rust's parse rounds correctly, at any length (to infinity past
+        // f64::MAX); the digits are plain ASCII digits, so it cannot fail.
+        let approx = digits.parse::<f64>().unwrap_or(f64::INFINITY);
         Number::Big(BigInt {
             negative,
+            beyond_approx: cmp_digits_with_float(digits, approx),
             digits: digits.into(),
+            approx,
         })
     }
 
@@ -87,9 +108,11 @@ impl BigInt {
         if float.abs() < TWO_POW_63 {
             return self.cmp_small();
         }
-        // Here the float is an integer; `{:.0}` prints its exact decimal value.
-        let float_digits = format!("{:.0}", float.abs());
-        let magnitude = Self::cmp_magnitude(&self.digits, &float_digits);
+        // Magnitudes: the rounded one decides unless it ties with the float.
+        let magnitude = match self.approx.partial_cmp(&float.abs()) {
+            Some(Ordering::Equal) | None => self.beyond_approx,
+            Some(order) => order,
+        };
         match (self.negative, float < 0.0) {
             (false, true) => Ordering::Greater,
             (true, false) => Ordering::Less,
@@ -97,6 +120,59 @@ impl BigInt {
             (true, true) => magnitude.reverse(),
         }
     }
+}
+
+/// How the integer written as `digits` (no leading zero, at least 2^63)
+/// stands to `float`, its nearest `f64`, exactly; once per integer read.
+fn cmp_digits_with_float(digits: &str, float: f64) -> Ordering {
+    if float.is_infinite() {
+        return Ordering::Less;
+    }
+    // Up to 38 digits the integer fits in u128, and so does its rounding.
+    if let Ok(value) = digits.parse::<u128>() {
+        return value.cmp(&(float as u128));
+    }
+    // Past that, both in binary: the float is m * 2^e, an integer here.
+    let bits = float.to_bits();
+    let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let shift = ((bits >> 52) & 0x7ff) as usize - 1075;
+    let mut rounded = vec![0u64; shift / 64 + 2];
+    rounded[shift / 64] = mantissa << (shift % 64);
+    if shift % 64 != 0 {
+        rounded[shift / 64 + 1] = mantissa >> (64 - shift % 64);
+    }
+    cmp_limbs(&decimal_to_limbs(digits), &rounded)
+}
+
+/// Decimal digits as little-endian 64-bit limbs. Quadratic in the length, so
+/// only for integers within `f64`'s range (at most 309 digits).
+fn decimal_to_limbs(digits: &str) -> Vec<u64> {
+    let mut limbs: Vec<u64> = Vec::with_capacity(digits.len() / 19 + 2);
+    for chunk in digits.as_bytes().chunks(19) {
+        let scale = 10u64.pow(chunk.len() as u32);
+        let mut carry = chunk
+            .iter()
+            .fold(0u64, |acc, digit| acc * 10 + u64::from(digit - b'0'));
+        for limb in &mut limbs {
+            let wide = u128::from(*limb) * u128::from(scale) + u128::from(carry);
+            *limb = wide as u64;
+            carry = (wide >> 64) as u64;
+        }
+        if carry != 0 {
+            limbs.push(carry);
+        }
+    }
+    limbs
+}
+
+/// Compares little-endian limbs as integers (high zero limbs allowed).
+fn cmp_limbs(a: &[u64], b: &[u64]) -> Ordering {
+    let significant =
+        |limbs: &[u64]| limbs.len() - limbs.iter().rev().take_while(|&&l| l == 0).count();
+    let (a, b) = (&a[..significant(a)], &b[..significant(b)]);
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.iter().rev().cmp(b.iter().rev()))
 }
 
 impl std::fmt::Display for BigInt {

@@ -53,6 +53,19 @@ fn number() -> impl Strategy<Value = Case> {
     ]
 }
 
+/// A float at or beyond 2^63 (an integer), of either sign, up to f64::MAX:
+/// its exact value has from 19 to 309 digits.
+fn big_float() -> impl Strategy<Value = f64> {
+    (63u64..1024, 0u64..(1 << 52), any::<bool>()).prop_map(|(exponent, mantissa, negative)| {
+        let magnitude = f64::from_bits(((exponent + 1023) << 52) | mantissa);
+        if negative {
+            -magnitude
+        } else {
+            magnitude
+        }
+    })
+}
+
 /// How a group of numbers is written into the body.
 #[derive(Debug, Clone, Copy)]
 enum Form {
@@ -131,6 +144,33 @@ proptest! {
         let body = body(&groups, trailing_comma);
         let all: Vec<Case> = groups.into_iter().flat_map(|(_, cases)| cases).collect();
         prop_assert_eq!(sorted_by_sortd(&body, order), sorted_by_model(all, order), "body {}", body);
+    }
+
+    #[test]
+    fn big_integers_at_a_floats_exact_value_sort_exactly(
+        floats in prop::collection::vec(big_float(), 1..4),
+        picks in prop::collection::vec((0usize..4, -2i64..=2, any::<bool>()), 1..24),
+        desc in any::<bool>(),
+    ) {
+        // Each integer is a float's exact value, or one or two away: where
+        // the rounded comparison ties and the exact answer must decide.
+        let mut cases: Vec<Case> = floats.iter().map(|&f| Case {
+            text: format!("{f:?}"),
+            exact: BigRational::from_float(f).unwrap(),
+            output: serde_json::to_string(&f).unwrap(),
+        }).collect();
+        for (index, delta, with_float) in picks {
+            let f = floats[index % floats.len()];
+            let exact = BigRational::from_float(f).unwrap().to_integer() + BigInt::from(delta);
+            cases.push(int_case(exact.to_string()));
+            if with_float {
+                cases.push(cases[index % floats.len()].clone());
+            }
+        }
+        let order = if desc { Order::Desc } else { Order::Asc };
+        let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+        let body = format!("[{}]", texts.join(","));
+        prop_assert_eq!(sorted_by_sortd(&body, order), sorted_by_model(cases, order), "body {}", body);
     }
 
     #[test]
