@@ -6,12 +6,15 @@ working tree, then drives each, on 127.0.0.1 only, with the shapes an
 attacker would pick, one fresh process per shape so that each peak is its
 own:
 
-- one body of the largest size made of keys with empty lists;
-- 16 of those at once;
+- bodies of the largest size: plain integers (the reference), 20-digit
+  integers mixed with floats near 1e300, 300-digit integers at floats' exact
+  values (each needs an exact tie-break), keys with empty lists;
+- 16 bodies of keys at once;
 - 50 bodies of 1e6 integers (10 MB) at once, and the RSS 10 s later;
 - a too-large body sent whole without `Expect: 100-continue` (urllib).
 
-Prints one table: status counts, peak RSS (VmHWM), CPU seconds, wall time.
+Each shape fills the default body limit (16 MiB). Prints one table: status
+counts, peak RSS (VmHWM), CPU seconds, wall time.
 Every request is bounded (timeouts), every process is stopped by PID.
 
 Usage: bench/attack.py [--base REV]   (needs: cargo, git)
@@ -21,6 +24,7 @@ import argparse
 import concurrent.futures
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -122,6 +126,30 @@ def key_flood(size: int) -> bytes:
     return ("{" + ",".join(parts) + "}").encode()
 
 
+def filled(size: int, item) -> bytes:
+    """A top-level array of item(rng) up to size bytes."""
+    rng = random.Random(20261130)
+    parts, total = [], 2
+    while True:
+        text = item(rng)
+        if total + len(text) + 1 > size:
+            return ("[" + ",".join(parts) + "]").encode()
+        parts.append(text)
+        total += len(text) + 1
+
+
+def near_floats(rng: random.Random) -> str:
+    return str(rng.randrange(10**19, 10**20)) if rng.random() < 0.45 else repr(rng.uniform(1e299, 1e300))
+
+
+TIE_FLOATS = [random.Random(i).uniform(1e299, 1e300) for i in range(64)]
+
+
+def at_floats(rng: random.Random) -> str:
+    f = TIE_FLOATS[rng.randrange(len(TIE_FLOATS))]
+    return str(int(f) + rng.randrange(-2, 3)) if rng.random() < 0.1 else repr(f)
+
+
 def integers(count: int) -> bytes:
     return ("[" + ",".join(str((i * 7919) % 1_000_003 - 500_000) for i in range(count)) + "]").encode()
 
@@ -148,8 +176,11 @@ def main() -> None:
                           text=True).stdout.strip()
     limit = 16 * 2**20
     shapes = [
+        ("integers (the reference)", filled(limit, lambda rng: str(rng.randrange(-10**18, 10**18))), 1, 0),
+        ("20-digit integers and floats near 1e300", filled(limit, near_floats), 1, 0),
+        ("300-digit integers at floats' exact values", filled(limit, at_floats), 1, 0),
         ("one body of keys with empty lists", key_flood(limit), 1, 0),
-        ("16 of those at once", None, 16, 0),
+        ("16 bodies of keys at once", None, 16, 0),
         ("50 x 1e6 integers at once, RSS 10 s later", integers(1_000_000), 50, 10),
         ("one 18 MiB body, no Expect (urllib)", b" " * (18 * 2**20), 1, 0),
     ]
