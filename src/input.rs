@@ -8,9 +8,10 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
+use hashbrown::HashTable;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -265,18 +266,23 @@ impl<'de> Visitor<'de> for &Entries {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries: Vec<Entry<'de>> = Vec::new();
-        // Where each key stands in `entries`; the key is borrowed there too.
-        let mut index: HashMap<Cow<'de, str>, usize> = HashMap::new();
+        // Where each key stands in `entries`, found by the key's hash: the
+        // table holds only an index, the key itself stays in `entries`.
+        let mut index: HashTable<u32> = HashTable::new();
+        let hasher = RandomState::new();
         while let Some(JsonString(key)) = map.next_key::<JsonString<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
-            match index.get(&key) {
-                Some(&at) => entries[at].1 = value,
-                None if entries.len() == self.max_keys => {
+            let hash = hasher.hash_one(&key);
+            match index.find(hash, |&at| entries[at as usize].0 == key) {
+                Some(&at) => entries[at as usize].1 = value,
+                None if entries.len() >= self.max_keys => {
                     self.too_many.set(true);
                     return Err(A::Error::custom("too many keys"));
                 }
                 None => {
-                    index.insert(key.clone(), entries.len());
+                    let at = u32::try_from(entries.len())
+                        .map_err(|_| A::Error::custom("too many keys"))?;
+                    index.insert_unique(hash, at, |&at| hasher.hash_one(&entries[at as usize].0));
                     entries.push((key, value));
                 }
             }
