@@ -34,7 +34,9 @@ impl Default for Config {
             // Four bodies of the largest size at once: well inside the
             // unit's MemoryMax=1G for every body shape.
             max_inflight_bytes: 64 * 1024 * 1024,
-            busy_wait: Duration::from_secs(2),
+            // Under the load balancers' read timeout (2 s), so a busy node's
+            // 503 reaches them in time to try another node.
+            busy_wait: Duration::from_secs(1),
         }
     }
 }

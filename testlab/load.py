@@ -8,8 +8,9 @@ prints a JSON summary. Standard library only, so it runs inside test hosts.
 
 Every answer must be 200 with the expected sorted list; anything else (a
 status, a wrong body, a refused or reset connection) counts as a failure.
-The summary also counts answers by their X-Sortd-Version header: which build
-of sortd answered.
+The summary also counts answers by their X-Sortd-Version header (which build
+of sortd answered, where a node's own nginx is asked), and gives the
+latencies: p50, p99 and the slowest, failures included.
 """
 
 import argparse
@@ -39,6 +40,7 @@ def main() -> None:
     counts: Counter = Counter()
     failures: list[str] = []
     versions: Counter = Counter()
+    latencies: list[float] = []
 
     def stop() -> bool:
         return (time.monotonic() > deadline or counts["sent"] >= args.max_requests
@@ -49,6 +51,7 @@ def main() -> None:
         while not stop():
             with lock:
                 counts["sent"] += 1
+            started = time.monotonic()
             try:
                 if connection is None:
                     connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
@@ -57,6 +60,7 @@ def main() -> None:
                 body = response.read()
                 ok = response.status == 200 and body == EXPECTED
                 with lock:
+                    latencies.append(time.monotonic() - started)
                     counts["ok" if ok else "failed"] += 1
                     versions[response.getheader("X-Sortd-Version") or "-"] += 1
                     if not ok and len(failures) < 20:
@@ -66,6 +70,7 @@ def main() -> None:
                     connection = None
             except (OSError, http.client.HTTPException) as error:
                 with lock:
+                    latencies.append(time.monotonic() - started)
                     counts["failed"] += 1
                     if len(failures) < 20:
                         failures.append(f"{type(error).__name__}: {error}")
@@ -73,7 +78,7 @@ def main() -> None:
                     connection.close()
                 connection = None
 
-    started = time.monotonic()
+    began = time.monotonic()
     threads = [threading.Thread(target=worker) for _ in range(args.threads)]
     for thread in threads:
         thread.start()
@@ -83,10 +88,21 @@ def main() -> None:
         "requests": counts["ok"] + counts["failed"],
         "ok": counts["ok"],
         "failed": counts["failed"],
-        "seconds": round(time.monotonic() - started, 2),
+        "seconds": round(time.monotonic() - began, 2),
         "failures": failures,
         "versions": dict(versions),
+        **latency_summary(sorted(latencies)),
     }))
+
+
+def latency_summary(ordered: list[float]) -> dict[str, float]:
+    """p50, p99 and the slowest, in seconds, of sorted latencies."""
+    if not ordered:
+        return {"p50": 0.0, "p99": 0.0, "slowest": 0.0}
+    def at(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 4)
+
+    return {"p50": at(0.50), "p99": at(0.99), "slowest": round(ordered[-1], 4)}
 
 
 if __name__ == "__main__":
