@@ -1,11 +1,18 @@
 """Shared fixtures of the Python test suites (package, deployment)."""
 
+import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from clusters import build_deb
+
+# The suites run the deployment's tools (ansible-playbook, and the Vagrant
+# provisioner's) from the environment pytest runs in, as scripts/run-tests
+# has it first on PATH; so does `.venv/bin/python3 -m pytest tests/...`.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")
