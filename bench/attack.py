@@ -8,7 +8,8 @@ own:
 
 - bodies of the largest size: plain integers (the reference), 20-digit
   integers mixed with floats near 1e300, 300-digit integers at floats' exact
-  values (each needs an exact tie-break), keys with empty lists;
+  values (each needs an exact tie-break), keys with empty lists, white
+  space, one long string, deep brackets, and integers that fail at the end;
 - 16 bodies of keys at once;
 - 50 bodies of 1e6 integers (10 MB) at once, and the RSS 10 s later;
 - a too-large body sent whole without `Expect: 100-continue` (urllib).
@@ -175,12 +176,18 @@ def main() -> None:
     base = subprocess.run(["git", "rev-parse", args.base], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
     limit = 16 * 2**20
+    keys = key_flood(limit)
     shapes = [
         ("integers (the reference)", filled(limit, lambda rng: str(rng.randrange(-10**18, 10**18))), 1, 0),
         ("20-digit integers and floats near 1e300", filled(limit, near_floats), 1, 0),
         ("300-digit integers at floats' exact values", filled(limit, at_floats), 1, 0),
-        ("one body of keys with empty lists", key_flood(limit), 1, 0),
-        ("16 bodies of keys at once", None, 16, 0),
+        ("one body of keys with empty lists", keys, 1, 0),
+        ("white space around one number", b"[" + b" " * (limit - 3) + b"1]", 1, 0),
+        ("one long string value", b'{"a":"' + b"1" * (limit - 8) + b'"}', 1, 0),
+        ("deep brackets", b"[" * (limit // 2) + b"]" * (limit // 2), 1, 0),
+        ("integers, then a bad one at the end", filled(limit - 8, lambda rng: str(rng.randrange(10**6)))[:-1]
+         + b",x]", 1, 0),
+        ("16 bodies of keys at once", keys, 16, 0),
         ("50 x 1e6 integers at once, RSS 10 s later", integers(1_000_000), 50, 10),
         ("one 18 MiB body, no Expect (urllib)", b" " * (18 * 2**20), 1, 0),
     ]
@@ -188,9 +195,7 @@ def main() -> None:
         builds = {f"base {base[:10]}": build(base, Path(work)), "this tree": build(None, Path(work))}
         print(f"{'shape':<44} {'build':<16} {'statuses':<28} {'peak MiB':>9} {'CPU s':>6} {'wall s':>6} "
               f"{'after MiB':>9}")
-        body = None
-        for name, shape_body, clients, settle in shapes:
-            body = shape_body if shape_body is not None else body
+        for name, body, clients, settle in shapes:
             for label, binary in builds.items():
                 r = run_shape(binary, body, clients, settle)
                 after = f"{r['after']:9.1f}" if "after" in r else f"{'':>9}"
