@@ -20,12 +20,12 @@ def main() -> None:
     sub.add_parser("box", help="build (once) and add the libvirt box of the Vagrant lab; print its name")
     args = parser.parse_args()
     if args.command == "cluster-up":
-        lab = cluster.cluster_lab(args.cluster_file)
-        lab.lab.__enter__()  # left running on purpose: `down` removes it
+        booting = cluster.cluster_lab(args.cluster_file)
+        booting.lab.__enter__()  # left running on purpose: `down` removes it
         try:
-            print(lab.up())
+            print(booting.up())
         except BaseException:
-            lab.lab.down()
+            booting.lab.down()
             raise
     elif args.command == "cluster-status":
         lines = cluster.status()
