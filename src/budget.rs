@@ -2,7 +2,7 @@
 //! once. A request reserves its body (from `Content-Length` at once, or
 //! chunk by chunk as a chunked body arrives) before reading it, and keeps the
 //! reservation until its answer is made. When the budget is spent, a request
-//! waits for up to `SORTD_BUSY_WAIT`, then gets `503` with `Retry-After`:
+//! waits for up to `SORTD_BUSY_WAIT_SECS`, then gets `503` with `Retry-After`:
 //! a burst of large bodies is served a few at a time instead of adding up
 //! past the unit's `MemoryMax` and getting sortd killed. Small bodies (up to
 //! [`SMALL_BODY_BYTES`]) need no budget, so big sorts never make them wait.
