@@ -8,9 +8,12 @@
 //! [`SMALL_BODY_BYTES`]) need no budget, so big sorts never make them wait.
 //!
 //! Once no body is in flight after a large one, [`Budget::trim_when_idle`]
-//! gives the freed memory back to the system (see [`crate::memory`]).
+//! gives the freed memory back to the system (see [`crate::memory`]), and
+//! again each second while idle for [`TRIM_ROUNDS`] seconds: the read
+//! buffers of kept-alive connections are freed only when those connections
+//! close, up to the idle timeout later.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +32,18 @@ pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 /// A reservation at least this large marks memory worth giving back.
 const LARGE: u64 = 1024 * 1024;
 
+/// How many idle periods after a large request still give memory back:
+/// longer than a connection stays open idle (`SORTD_IDLE_SECS`, 10 s).
+pub const TRIM_ROUNDS: u32 = 15;
+
 /// The bytes all requests in flight may hold together.
 #[derive(Debug)]
 pub struct Budget {
     semaphore: Arc<Semaphore>,
     units: usize,
     wait: Duration,
-    /// Set when a large reservation ends; cleared by a trim.
-    large_done: Arc<AtomicBool>,
+    /// Set to TRIM_ROUNDS when a large reservation ends; each trim takes one.
+    trims_due: Arc<AtomicU32>,
 }
 
 /// What one request holds of the budget; given back when dropped.
@@ -46,7 +53,7 @@ pub struct Reservation {
     permit: Option<OwnedSemaphorePermit>,
     deadline: Instant,
     bytes: u64,
-    large_done: Arc<AtomicBool>,
+    trims_due: Arc<AtomicU32>,
 }
 
 impl Budget {
@@ -58,7 +65,7 @@ impl Budget {
             semaphore: Arc::new(Semaphore::new(units)),
             units,
             wait,
-            large_done: Arc::new(AtomicBool::new(false)),
+            trims_due: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -67,14 +74,20 @@ impl Budget {
         self.semaphore.available_permits() == self.units
     }
 
-    /// Every `period`, if a large request ended since the last look and
-    /// none holds the budget now, returns the allocator's free memory to the
-    /// system. Runs until dropped.
+    /// Every `period` while no request holds the budget, for `TRIM_ROUNDS`
+    /// periods after a large request ended, returns the allocator's free
+    /// memory to the system. Runs until dropped.
     pub async fn trim_when_idle(self: Arc<Self>, period: Duration) {
         let mut ticks = tokio::time::interval(period);
         loop {
             ticks.tick().await;
-            if self.idle() && self.large_done.swap(false, Ordering::Relaxed) {
+            let due = |left: u32| left.checked_sub(1);
+            if self.idle()
+                && self
+                    .trims_due
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, due)
+                    .is_ok()
+            {
                 let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
                 log::debug!("no request in flight after a large one: free memory given back");
             }
@@ -88,7 +101,7 @@ impl Budget {
             permit: None,
             deadline: Instant::now() + self.wait,
             bytes: 0,
-            large_done: Arc::clone(&self.large_done),
+            trims_due: Arc::clone(&self.trims_due),
         }
     }
 }
@@ -96,7 +109,7 @@ impl Budget {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.bytes >= LARGE {
-            self.large_done.store(true, Ordering::Relaxed);
+            self.trims_due.store(TRIM_ROUNDS, Ordering::Relaxed);
         }
     }
 }

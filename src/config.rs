@@ -22,6 +22,10 @@ pub struct Config {
     /// `SORTD_BUSY_WAIT_SECS`: how long a request waits for that budget
     /// before it is answered 503.
     pub busy_wait: Duration,
+    /// `SORTD_IDLE_SECS`: how long a connection may take to send a request's
+    /// headers, counted from its previous answer (or from its start) when
+    /// it is kept alive; past it, the connection is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +41,10 @@ impl Default for Config {
             // Under the load balancers' read timeout (2 s), so a busy node's
             // 503 reaches them in time to try another node.
             busy_wait: Duration::from_secs(1),
+            // Longer than nginx keeps an idle upstream connection (the
+            // site's keepalive_timeout 5s), so nginx closes first and never
+            // sends a request on a connection sortd is closing.
+            idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -49,13 +57,14 @@ impl Config {
     pub fn to_env(&self) -> String {
         format!(
             "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n\
-             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\n",
+             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\nSORTD_IDLE_SECS={}\n",
             self.listen,
             self.max_body_bytes,
             self.max_numbers,
             self.drain_timeout.as_secs(),
             self.max_inflight_bytes,
-            self.busy_wait.as_secs()
+            self.busy_wait.as_secs(),
+            self.idle_timeout.as_secs()
         )
     }
 
@@ -73,6 +82,8 @@ impl Config {
                         least SORTD_MAX_BODY_BYTES (default {})
   SORTD_BUSY_WAIT_SECS  seconds a request waits for that budget before a 503
                         (default {})
+  SORTD_IDLE_SECS       seconds a connection may take to send a request's headers,
+                        from its start or its previous answer (default {})
   RUST_LOG              log filter for env_logger (default info)
   LISTEN_FDS            set by systemd socket activation: serve the inherited socket",
             defaults.listen,
@@ -80,7 +91,8 @@ impl Config {
             defaults.max_numbers,
             defaults.drain_timeout.as_secs(),
             defaults.max_inflight_bytes,
-            defaults.busy_wait.as_secs()
+            defaults.busy_wait.as_secs(),
+            defaults.idle_timeout.as_secs()
         )
     }
 }
@@ -159,6 +171,13 @@ impl Config {
                 |text| text.parse().ok().map(Duration::from_secs),
             )?
             .unwrap_or(defaults.busy_wait),
+            idle_timeout: setting(
+                &lookup,
+                "SORTD_IDLE_SECS",
+                "a positive whole number of seconds",
+                |text| positive(text).map(Duration::from_secs),
+            )?
+            .unwrap_or(defaults.idle_timeout),
         }
         .checked()
     }
@@ -253,6 +272,11 @@ mod tests {
         assert!(error.to_string().contains("\"16M\""));
         assert!(config(&[("SORTD_LISTEN", "localhost")]).is_err());
         assert!(config(&[("SORTD_MAX_NUMBERS", "0")]).is_err());
+        // 0 would close every connection before its first request.
+        assert_eq!(
+            config(&[("SORTD_IDLE_SECS", "0")]).unwrap_err().variable,
+            "SORTD_IDLE_SECS"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use warp::{Filter, Rejection};
 use crate::error::{self, ApiError};
 use crate::handlers::{self, State};
 use crate::metrics::RequestInfo;
+use crate::startup::Peer;
 
 /// The whole application: every route, errors, metrics and access log.
 pub fn app(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
@@ -28,7 +29,7 @@ pub fn app(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infa
         .and(warp::method())
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(warp::ext::optional::<Peer>().map(|peer: Option<Peer>| peer.map(|Peer(addr)| addr)))
         .and(api)
         .map(
             |in_flight: crate::metrics::InFlight,

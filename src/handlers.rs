@@ -187,7 +187,6 @@ where
 pub fn usage(state: &State) -> Response {
     let usage = serde_json::json!({
         "service": "sortd",
-        "version": crate::VERSION,
         "usage": "POST / with a JSON object whose values are numbers or lists of numbers, as JSON or in strings; the answer is {\"sorted_list\": [...]} in ascending order",
         "examples": [
             {"request": {"x1": "5", "x2": "7"}, "response": {"sorted_list": [5, 7]}},
@@ -201,17 +200,16 @@ pub fn usage(state: &State) -> Response {
             "max_numbers": state.config.max_numbers
         },
         "errors": "4xx with {\"error\": {\"status\", \"code\", \"message\", \"key\"?, \"position\"?}}",
-        "endpoints": {"GET /healthz": "health and version", "GET /metrics": "Prometheus metrics"}
+        "endpoints": {"GET /healthz": "health", "GET /metrics": "Prometheus metrics"}
     });
     json_response(StatusCode::OK, &usage)
 }
 
-/// `GET /healthz`: for load balancers and deployment checks.
+/// `GET /healthz`: for load balancers and deployment checks. Which build
+/// answers is in every answer's `X-Sortd-Version` header, never in a body:
+/// a load balancer in front hides the header from the public.
 pub fn health() -> Response {
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({"status": "ok", "version": crate::VERSION}),
-    )
+    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -6,10 +6,18 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::pin;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UnixListener};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tower_service::Service;
 
 use crate::budget::Budget;
 use crate::config::Config;
@@ -99,36 +107,105 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, lets requests
     /// in flight finish for at most the configured drain time, and returns.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let drain = self.state.config.drain_timeout;
+        let config = &self.state.config;
+        let drain = config.drain_timeout;
+        let mut http = http1::Builder::new();
+        // hyper starts this timer whenever it waits for a request's head:
+        // on a new connection and after each answer on a kept-alive one. So
+        // it is both the header read timeout and the idle timeout.
+        http.timer(TokioTimer::new())
+            .header_read_timeout(config.idle_timeout);
         let trimming = tokio::spawn(
             Arc::clone(&self.state.budget).trim_when_idle(std::time::Duration::from_secs(1)),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = filters::app(self.state);
-        let stopped = async {
-            stopped.await.ok();
-        };
-        // warp's acceptor trait is private, so one arm per listener kind.
-        let mut server: Pin<Box<dyn Future<Output = ()> + Send>> = match self.listener {
-            Listener::Tcp(listener) => {
-                Box::pin(warp::serve(app).incoming(listener).graceful(stopped).run())
+        let service = warp::service(filters::app(Arc::clone(&self.state)));
+        let connections = GracefulShutdown::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            match accepted {
+                Ok(Connection::Tcp(stream, peer)) => {
+                    serve(&http, &connections, stream, Some(peer), service.clone());
+                }
+                Ok(Connection::Unix(stream)) => {
+                    serve(&http, &connections, stream, None, service.clone());
+                }
+                // Out of file descriptors, or a connection reset before it
+                // was accepted: the listener itself is fine.
+                Err(error) => {
+                    log::warn!("accepting a connection failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
-            Listener::Unix(listener) => {
-                Box::pin(warp::serve(app).incoming(listener).graceful(stopped).run())
-            }
-        };
-        tokio::select! {
-            () = &mut server => {
-                trimming.abort();
-                return;
-            }
-            () = shutdown => {}
         }
+        drop(self.listener);
         log::info!("shutting down: no new connections, draining for up to {drain:?}");
-        stop.send(()).ok();
-        if tokio::time::timeout(drain, server).await.is_err() {
+        if tokio::time::timeout(drain, connections.shutdown())
+            .await
+            .is_err()
+        {
             log::warn!("drain time over: closing the connections still open");
         }
         trimming.abort();
     }
+}
+
+/// The TCP peer of a request, as a request extension (for the access log);
+/// a unix socket's peer has no address.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+/// One accepted connection.
+enum Connection {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Connection> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok(Connection::Tcp(stream, peer))
+            }
+            Listener::Unix(listener) => Ok(Connection::Unix(listener.accept().await?.0)),
+        }
+    }
+}
+
+/// Serves one connection in a task of its own, watched for a graceful
+/// shutdown; the peer address goes into each request's extensions.
+fn serve<S, T>(
+    http: &http1::Builder,
+    connections: &GracefulShutdown,
+    stream: S,
+    peer: Option<SocketAddr>,
+    service: T,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: Service<
+            Request<Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    T::Future: Send,
+{
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(Peer(peer));
+        }
+        service.clone().call(request)
+    });
+    let connection = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            // A client that went away or timed out: routine, not an error.
+            log::debug!("connection ended: {error}");
+        }
+    });
 }

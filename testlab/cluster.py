@@ -110,6 +110,7 @@ def _health(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=3) as answer:
             health = json.loads(answer.read())
-        return f"{health.get('status')}, version {health.get('version')}"
+            # A node names its build in a header (a load balancer hides it).
+            return f"{health.get('status')}, version {answer.headers.get('X-Sortd-Version', '-')}"
     except (OSError, ValueError) as error:
         return f"no answer ({error})"

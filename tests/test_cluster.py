@@ -47,7 +47,9 @@ def cluster(debs, work):
 
 
 def version_on(lab, node: str) -> str:
-    return json.loads(lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/healthz"]).stdout)["version"]
+    answer = lab.hosts[node].run(["curl", "-s", "-D", "-", "-o", "/dev/null", "http://127.0.0.1/healthz"]).stdout
+    return next(line.split(":", 1)[1].strip() for line in answer.splitlines()
+                if line.lower().startswith("x-sortd-version:"))
 
 
 def served(lab, node: str) -> int:
@@ -159,6 +161,15 @@ def test_rolling_upgrade_fails_no_request(cluster, debs, work):
     # each node itself): no answer through it carried X-Sortd-Version.
     assert load["versions"] == {"-": load["requests"]}, load["versions"]
     assert old != new and [version_on(lab, node) for node in WEB] == [new] * 3
+    # Nor does any other answer through it: headers and bodies.
+    for path in ("/", "/healthz", "/nowhere"):
+        request = urllib.request.Request(f"http://127.0.0.1:8080{path}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                seen = str(answer.headers) + answer.read().decode()
+        except urllib.error.HTTPError as error:
+            seen = str(error.headers) + error.read().decode()
+        assert new not in seen and "X-Sortd-Version" not in seen, (path, seen)
     # One node at a time: the install task ran in three batches of one node.
     installs = re.findall(r"TASK \[web : Install the sortd package\].*\n(?:.*\n)*?(changed|ok|fatal): \[(\S+)\]",
                           output)

@@ -43,7 +43,8 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
             # The service, through the forwarded port, as the README says.
             assert sort_at(8080) == SORTED
             with urllib.request.urlopen("http://127.0.0.1:8080/healthz", timeout=10) as answer:
-                assert json.loads(answer.read())["version"] == version
+                assert json.loads(answer.read()) == {"status": "ok"}
+                assert answer.headers["X-Sortd-Version"] == version
             # The node, through its forwarded SSH port with the key Vagrant
             # made for it: a VM with a kernel of its own, not a container.
             key = dotfile / "machines/web-01/libvirt/private_key"
