@@ -15,7 +15,8 @@ Command line: `python3 -m testlab --help`.
 """
 
 from .cluster import ClusterLab, cluster_lab, node_forwards, vagrant_nodes
-from .hosts import Forward, Host, HostSpec, Lab, down, listening
+from .hosts import Forward, Host, HostSpec, Lab, down, free_port, listening
 
-__all__ = ["ClusterLab", "Forward", "Host", "HostSpec", "Lab", "cluster_lab", "down", "listening",
+__all__ = ["ClusterLab", "Forward", "Host", "HostSpec", "Lab", "cluster_lab", "down", "free_port",
+           "listening",
            "node_forwards", "vagrant_nodes"]

@@ -79,6 +79,13 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, **kwargs)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a host's forward."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def listening(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -238,10 +245,9 @@ class Lab:
               log_file: Path | None = None) -> subprocess.Popen:
         """Starts a process this lab owns; its PID is recorded at once."""
         def join_cgroup() -> None:  # runs in the child, before exec
-            for hierarchy in ("systemd", "unified"):
-                procs = Path("/sys/fs/cgroup") / hierarchy / str(cgroup) / "cgroup.procs"
-                if procs.parent.exists():
-                    procs.write_text(str(os.getpid()))
+            for directory in cgroup_dirs(str(cgroup)):
+                if directory.exists():
+                    (directory / "cgroup.procs").write_text(str(os.getpid()))
         out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    env=env, preexec_fn=join_cgroup if cgroup else None,
@@ -317,18 +323,20 @@ class Lab:
 
     def _start(self, spec: HostSpec, merged: Path) -> tuple[Path, subprocess.Popen]:
         cgroup = f"sortd-testhosts/{self.name}/{spec.name}"
-        for hierarchy in ("systemd", "unified"):
-            path = Path("/sys/fs/cgroup") / hierarchy / cgroup
-            if path.parent.parent.parent.exists():
-                path.mkdir(parents=True, exist_ok=True)
+        for directory in cgroup_dirs(cgroup):
+            directory.mkdir(parents=True, exist_ok=True)
         if cgroup not in self.state["cgroups"]:
             self.state["cgroups"].append(cgroup)
+        # nspawn picks the hierarchy this machine has: hybrid (systemd's own
+        # tree on cgroup2, so BPF IP filters work; controllers on cgroup v1,
+        # where memory and pids are). _delegate_controllers then lets the
+        # host's systemd use them, so the units' MemoryMax and TasksMax hold.
+        environment = {k: v for k, v in os.environ.items() if k != "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"}
         nspawn = self.spawn(
             self.in_netns(["systemd-nspawn", "--quiet", "-D", str(merged), "-M", spec.name, "--boot",
                            "--register=no", "--keep-unit", "--network-bridge=br0",
                            "--resolv-conf=off", "--timezone=off", "--console=passive"]),
-            cgroup=cgroup, env=dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"),
-            log_file=self.run_dir / f"{spec.name}.console")
+            cgroup=cgroup, env=environment, log_file=self.run_dir / f"{spec.name}.console")
         return merged, nspawn
 
     def _await(self, spec: HostSpec, root: Path, nspawn: subprocess.Popen, timeout: float) -> Host:
@@ -353,6 +361,7 @@ class Lab:
             log(f"{spec.name} booted degraded: {failed.strip()}")
         wait_until(lambda: host.run(["systemctl", "is-active", "ssh"], check=False).returncode == 0,
                    30, f"sshd on {spec.name}")
+        _delegate_controllers(host)
         self.hosts[spec.name] = host
         return host
 
@@ -419,6 +428,33 @@ class Lab:
                     f"UNIX-CONNECT:{sock}"])
         wait_until(lambda: listening(host_port, host_ip), 10,
                    f"{host_ip}:{host_port} -> {label}")
+
+
+# The cgroup hierarchies a host's processes join: systemd's own (v1 name=
+# systemd, and cgroup2) and the v1 controllers whose limits the tests rely on.
+CGROUP_HIERARCHIES = ("systemd", "unified", "memory", "pids")
+
+
+def cgroup_dirs(cgroup: str) -> list[Path]:
+    """cgroup's folder in each hierarchy of CGROUP_HIERARCHIES this machine mounts."""
+    root = Path("/sys/fs/cgroup")
+    return [root / hierarchy / cgroup for hierarchy in CGROUP_HIERARCHIES if (root / hierarchy).is_dir()]
+
+
+def _delegate_controllers(host: "Host") -> None:
+    """nspawn mounts the v1 controllers read-only inside, so the host's
+    systemd cannot apply MemoryMax or TasksMax. Make them writable (the host
+    sees only its own subtree: nspawn gives it a cgroup namespace) and have
+    systemd look again; after this, a unit past its MemoryMax is killed."""
+    mounted = [c for c in ("memory", "pids")
+               if host.run(["mountpoint", "-q", f"/sys/fs/cgroup/{c}"], check=False).returncode == 0]
+    if not mounted:
+        return  # a cgroup2-only machine: nspawn delegates the controllers itself
+    for controller in mounted:
+        host.run(["mount", "-o", "remount,bind,rw", f"/sys/fs/cgroup/{controller}"])
+    host.run(["systemctl", "daemon-reexec"])
+    wait_until(lambda: host.run(["systemctl", "is-system-running"], check=False).stdout.strip()
+               in ("running", "degraded"), 30, f"systemd on {host.name} after daemon-reexec")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -490,8 +526,7 @@ def down(name: str) -> None:
             time.sleep(0.1)
         subprocess.run(["ip", "netns", "delete", netns], check=False)
     for cgroup in state.get("cgroups", []):
-        for hierarchy in ("systemd", "unified"):
-            path = Path("/sys/fs/cgroup") / hierarchy / cgroup
+        for path in cgroup_dirs(cgroup):
             # The host's own systemd made cgroups inside (payload/init.scope,
             # system.slice, ...): remove the tree from its leaves up.
             for directory, _, _ in os.walk(path, topdown=False):

@@ -5,23 +5,16 @@ The tests run in order against one host, as an administrator would.
 """
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import testlab.load
 from clusters import METRICS_SPELLINGS, metrics_leaks
-from testlab import Forward, HostSpec, Lab
+from testlab import Forward, HostSpec, Lab, free_port
 
 SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clusters import ROOT, SORT_BODY, SORTED
 from testlab import listening, node_forwards, vagrant_nodes
-from testlab.hosts import DATA, RUN
+from testlab.hosts import DATA, RUN, cgroup_dirs
 
 README = ROOT / "README.md"
 # The PATH of a fresh Debian host, plus rustup's, which the README asks for.
@@ -75,8 +75,7 @@ def leftovers(clone: Path) -> list[str]:
     found = []
     if Path(f"/run/netns/sortd-{LAB}").exists():
         found.append(f"network namespace sortd-{LAB}")
-    for path in (RUN / LAB, DATA / LAB, *(Path("/sys/fs/cgroup") / hierarchy / "sortd-testhosts" / LAB
-                                          for hierarchy in ("systemd", "unified"))):
+    for path in (RUN / LAB, DATA / LAB, *cgroup_dirs(f"sortd-testhosts/{LAB}")):
         if path.exists():
             found.append(str(path))
     for forward in (f for node in vagrant_nodes(ROOT / "cluster.json") for f in node_forwards(node)):

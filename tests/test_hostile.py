@@ -1,0 +1,122 @@
+"""Hostile traffic on a real host whose systemd enforces the unit's limits
+(MemoryMax=1G, TasksMax): bench/attack.py's shapes, sent through the host's
+nginx while a normal client keeps sorting. No attack may take the node down:
+sortd is never killed or restarted, every attack gets an answer (200, 4xx or
+503, never a reset or a 502), the normal client sees no failure and a p99
+under 1 s, and memory goes back to idle within 10 s.
+"""
+
+import concurrent.futures
+import time
+from collections import Counter
+
+import pytest
+from bench.attack import post, shapes
+from clusters import under_load
+from testlab import Forward, HostSpec, Lab, free_port
+
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def host(http_port, debs):
+    with Lab("hostile") as lab:
+        host = lab.boot(HostSpec("hostile-01", "10.231.0.31", [Forward(http_port, 80)]))
+        host.put(debs[0], "/root/sortd.deb")
+        host.run(["apt-get", "update", "-q"])
+        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd.deb"])
+        yield host
+
+
+def cgroup_file(host, name: str) -> str:
+    return host.run(["cat", f"/sys/fs/cgroup/memory/system.slice/sortd.service/{name}"]).stdout.strip()
+
+
+def service(host, prop: str) -> str:
+    return host.run(["systemctl", "show", "-p", prop, "--value", "sortd.service"]).stdout.strip()
+
+
+def rss_mib(host, field: str = "VmRSS") -> float:
+    """sortd's resident memory now (VmRSS), or its peak (VmHWM)."""
+    status = host.run(["cat", f"/proc/{service(host, 'MainPID')}/status"]).stdout
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:"))) / 1024
+
+
+def back_to_idle(host, idle: float, seconds: float) -> float:
+    """Waits up to `seconds` for sortd's RSS to be within 16 MiB of idle;
+    returns the last figure."""
+    deadline, now = time.monotonic() + seconds, rss_mib(host)
+    while now > idle + 16 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_mib(host)
+    return now
+
+
+def cpu_seconds(host) -> float:
+    stat = host.run(["cat", f"/proc/{service(host, 'MainPID')}/stat"]).stdout
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # USER_HZ
+
+
+def test_the_host_kills_a_unit_past_its_memory_max(host):
+    # Without this, an attack that would get sortd OOM-killed in production
+    # passes here unnoticed.
+    alloc = "b = bytearray(256 * 2**20); print('survived')"
+    over = host.run(["systemd-run", "--wait", "--quiet", "-p", "MemoryMax=64M", "python3", "-c", alloc],
+                    check=False)
+    under = host.run(["systemd-run", "--wait", "--quiet", "-p", "MemoryMax=512M", "python3", "-c", alloc],
+                     check=False)
+    assert over.returncode != 0, over.stdout + over.stderr
+    assert under.returncode == 0, under.stdout + under.stderr
+    # sortd.service's own limits are in force, not only written down.
+    assert int(cgroup_file(host, "memory.limit_in_bytes")) == 1024 * MIB
+    pids_max = host.run(["cat", "/sys/fs/cgroup/pids/system.slice/sortd.service/pids.max"]).stdout.strip()
+    assert pids_max == "64"
+
+
+def test_attacks_never_take_the_node_down(host, http_port, tmp_path):
+    limit = int(host.sh(". /etc/default/sortd; echo $SORTD_MAX_BODY_BYTES"))
+    # A request first, so that socket activation has started sortd.
+    assert post(http_port, b"[2,1]") == "200"
+    pid, idle = service(host, "MainPID"), rss_mib(host)
+    rows = []
+    # The unit's peak as the kernel counts it against MemoryMax, over all attacks.
+    host.run(["sh", "-c", "echo 0 > /sys/fs/cgroup/memory/system.slice/sortd.service/memory.max_usage_in_bytes"])
+    with under_load(f"http://127.0.0.1:{http_port}/", tmp_path) as normal:
+        for name, body, clients, _ in shapes(limit):
+            back_to_idle(host, idle, 3)  # each row's peak its own
+            host.run(["sh", "-c", f"echo 5 > /proc/{pid}/clear_refs"])  # VmHWM = VmRSS now
+            cpu, started = cpu_seconds(host), time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                statuses = Counter(pool.map(lambda _: post(http_port, body, timeout=120), range(clients)))
+            rows.append((name, dict(statuses), rss_mib(host, "VmHWM"), cpu_seconds(host) - cpu,
+                         time.monotonic() - started))
+    unit_peak = int(cgroup_file(host, "memory.max_usage_in_bytes")) / MIB
+    # Memory back near idle: the allocator returns what the burst took.
+    after = back_to_idle(host, idle, 10)
+
+    print(f"\n{'shape':<44} {'statuses':<24} {'peak RSS MiB':>12} {'CPU s':>6} {'wall s':>6}")
+    for name, statuses, peak, cpu, wall in rows:
+        text = ", ".join(f"{k}x{v}" for k, v in sorted(statuses.items()))
+        print(f"{name:<44} {text:<24} {peak:12.1f} {cpu:6.2f} {wall:6.2f}")
+    restarts = service(host, "NRestarts")
+    oom = host.run(["cat", "/sys/fs/cgroup/memory/system.slice/sortd.service/memory.oom_control"]).stdout
+    print(f"normal client: {normal['requests']} requests, {normal['failed']} failed, p50 {normal['p50']} s, "
+          f"p99 {normal['p99']} s, slowest {normal['slowest']} s")
+    print(f"sortd.service: peak {unit_peak:.1f} MiB of its MemoryMax 1024 MiB (memory cgroup)")
+    print(f"sortd: RSS idle {idle:.1f} MiB, {after:.1f} MiB after the attacks; NRestarts {restarts}; "
+          f"pid {pid} -> {service(host, 'MainPID')}; {' '.join(oom.split())}")
+
+    answered = [s for row in rows for s in row[1] if not (s == "200" or s == "503" or s.startswith("4"))]
+    assert answered == [], rows
+    assert restarts == "0" and service(host, "MainPID") == pid
+    assert "oom_kill 0" in oom
+    assert unit_peak < 1024
+    assert normal["failed"] == 0, normal["failures"]
+    assert normal["p99"] < 1.0
+    assert after <= idle + 16, f"RSS {after:.1f} MiB 10 s after the attacks (idle {idle:.1f} MiB)"
