@@ -41,9 +41,19 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster(debs, work):
     with cluster_up(CLUSTER, "lb") as (lab, hosts, booted):
-        output, first = playbook(hosts, debs[0])
+        output, first = deploy((lab, hosts), debs[0])
         measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment {first:.1f}s")
         yield lab, hosts
+
+
+def deploy(cluster, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
+    """The playbook, with the lab's bridge exempt from the load balancer's
+    per-client limits: every load loop here comes from that one address (the
+    127.0.0.1:8080 forward), far above one client's rate. The limits are
+    tested from other hosts (test_one_client_cannot_take_the_cluster)."""
+    lab, hosts = cluster
+    exempt = json.dumps({"lb_unlimited_clients": [lab.gateway]})
+    return playbook(hosts, deb, "-e", exempt, *args, check=check)
 
 
 def version_on(lab, node: str) -> str:
@@ -62,7 +72,7 @@ def served(lab, node: str) -> int:
 def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
     lab, hosts = cluster
     assert sort_at(8080) == SORTED
-    output, second = playbook(hosts, debs[0])
+    output, second = deploy(cluster, debs[0])
     # Every node ran (an empty recap would make the next line true).
     assert set(recap(output)) == {"lb-01", *WEB}, output[-4000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
@@ -86,6 +96,89 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
 
 def test_the_lb_refuses_metrics_under_any_spelling(cluster):
     assert metrics_leaks(8080) == [], f"of {METRICS_SPELLINGS}"
+
+
+# Run inside a test host, as a separate client of the load balancer: a burst
+# of sort requests on one keep-alive connection, or connections that each
+# hold a request in flight (headers sent, body not finished) while one more
+# request is tried. Prints a JSON summary.
+CLIENT = r"""
+import http.client, json, socket, sys, time
+from collections import Counter
+lb, mode, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+body = b'{"x1":"[5,3,9]","x2":"4"}'
+def ask(connection):
+    connection.request("POST", "/", body)
+    answer = connection.getresponse()
+    return answer.status, dict(answer.getheaders()), answer.read().decode()
+statuses, refused = Counter(), None
+if mode == "burst":
+    connection = http.client.HTTPConnection(lb, 80, timeout=10)
+    started = time.monotonic()
+    for _ in range(count):
+        status, headers, text = ask(connection)
+        statuses[status] += 1
+        if status == 429 and refused is None:
+            refused = {"headers": headers, "body": text}
+    seconds = time.monotonic() - started
+    # Then one request a fifth of a second: well inside the rate.
+    time.sleep(3)
+    later = Counter()
+    for _ in range(5):
+        later[ask(connection)[0]] += 1
+        time.sleep(0.2)
+    print(json.dumps({"statuses": statuses, "seconds": seconds, "refused": refused, "later": later}))
+else:
+    held = []
+    for _ in range(count):
+        s = socket.create_connection((lb, 80), timeout=10)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 100\r\n\r\n[1")
+        held.append(s)
+    time.sleep(1)
+    status, headers, text = ask(http.client.HTTPConnection(lb, 80, timeout=10))
+    for s in held:
+        s.close()
+    print(json.dumps({"status": status, "body": text}))
+"""
+
+
+def test_one_client_cannot_take_the_cluster(cluster):
+    # web-02 and web-03 stand in for two clients on the network (their
+    # addresses are what the load balancer sees); lb-01's port 80 is public.
+    lab, _ = cluster
+    lb = lab.hosts["lb-01"].ip
+
+    def client(node: str, mode: str, count: int) -> dict:
+        return json.loads(lab.hosts[node].run(["python3", "-c", CLIENT, lb, mode, str(count)], timeout=120).stdout)
+
+    burst = client("web-02", "burst", 1000)
+    neighbour = client("web-03", "burst", 50)
+    held = client("web-02", "connections", 70)
+    measure(f"per-client limits at the LB (100 r/s, burst 200, 64 in flight): 1000 requests from one client "
+            f"in {burst['seconds']:.2f}s: {burst['statuses']}, then "
+            f"{burst['later']} at 5/s; another client meanwhile: {neighbour['statuses']}; "
+            f"with 70 requests in flight, its next one: {held['status']}")
+    # The burst allowance passes, then about the rate: no more.
+    allowed = burst["statuses"].get("200", 0)
+    assert 200 <= allowed <= 200 + 100 * burst["seconds"] + 10, burst
+    assert allowed + burst["statuses"].get("429", 0) == 1000, burst["statuses"]
+    assert burst["later"] == {"200": 5}
+    # In sortd's error shape, with a hint when to try again.
+    error = json.loads(burst["refused"]["body"])["error"]
+    assert error["status"] == 429 and error["code"] == "too_many_requests", error
+    assert burst["refused"]["headers"]["Retry-After"] == "1"
+    assert "application/json" in burst["refused"]["headers"]["Content-Type"]
+    # The limit is per client: the other one was never refused.
+    assert neighbour["statuses"] == {"200": 50}
+    # Connections in flight: past 64, the next request is refused at once.
+    assert held["status"] == 429 and json.loads(held["body"])["error"]["code"] == "too_many_requests"
+    # A body over the limit gets the same shape from the load balancer.
+    limit = json.loads(urllib.request.urlopen("http://127.0.0.1:8080/", timeout=10).read())["limits"]
+    request = urllib.request.Request("http://127.0.0.1:8080/", data=b" " * (limit["max_body_bytes"] + 1))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["error"]["code"] == "body_too_large"
 
 
 def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
@@ -153,7 +246,7 @@ def test_rolling_upgrade_fails_no_request(cluster, debs, work):
     lab, hosts = cluster
     old, new = (deb.name.split("_")[1] for deb in debs)
     with under_load(LOAD_URL, work) as load:
-        output, took = playbook(hosts, debs[1])
+        output, took = deploy(cluster, debs[1])
     measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s; {load['requests']} requests, "
             f"{load['failed']} failed; slowest {load['slowest']:.2f}s")
     assert load["failed"] == 0, load["failures"]
@@ -258,8 +351,8 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     bad = broken_release(debs[1], work)
     bad_version = bad.name.split("_")[1]
     with under_load(LOAD_URL, work) as load:
-        output, took = playbook(hosts, bad, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
-                                check=False)
+        output, took = deploy(cluster, bad, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
+                              check=False)
     message = next((line for line in output.splitlines() if "failed on web-01" in line), "")
     measure(f"bad release: rollout stopped after web-01 in {took:.1f}s; {load['requests']} requests, "
             f"{load['failed']} failed; {message.strip()[:300]}")
@@ -275,8 +368,8 @@ def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
     lab, hosts = cluster
     ca_dir = work / "tls"
     # As a user would type it: -e values are strings, the role reads them as such.
-    playbook(hosts, debs[1], "-e", "lb_tls=true", "-e", "lb_https_port=8443",
-             "-e", f"lb_ca_dir={ca_dir}")
+    deploy(cluster, debs[1], "-e", "lb_tls=true", "-e", "lb_https_port=8443",
+           "-e", f"lb_ca_dir={ca_dir}")
     ca = ca_dir / "lb-01-ca.crt"
     curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",
                            SORT_BODY.decode()], capture_output=True, text=True)

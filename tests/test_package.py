@@ -63,6 +63,10 @@ def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, h
     assert host.sh("readlink /etc/nginx/sites-enabled/sortd").strip() == "/etc/nginx/sites-available/sortd"
     assert host.run(["test", "-e", "/etc/nginx/sites-enabled/default"], check=False).returncode == 1
     host.run(["nginx", "-t", "-q"])
+    # What nginx refuses itself comes in sortd's error shape too.
+    too_large = host.sh("head -c 16777217 /dev/zero | curl -s -w ' %{http_code}' --data-binary @- http://127.0.0.1/")
+    body, status = too_large.rsplit(" ", 1)
+    assert status == "413" and json.loads(body)["error"]["code"] == "body_too_large", too_large
 
 
 def test_package_files_pass_systemd_and_nginx_checks(host):
@@ -157,6 +161,18 @@ echo "$kills $(( ($(date +%s%N) - start) / 1000000 ))"
     assert kills >= 40, "the loop did not find sortd running often enough to kill it"
     assert states == ["active", "active"]
     assert recovered_ms <= 2000
+
+
+def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host):
+    host.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
+    try:
+        answer = host.run(["curl", "-s", "-i", "--max-time", "10", "http://127.0.0.1/", "-d", "[2,1]"]).stdout
+    finally:
+        host.run(["systemctl", "start", "sortd.socket"])
+    head, body = answer.split("\n\n", 1)  # host.run reads text: CRLF is LF
+    assert head.startswith("HTTP/1.1 503") and "Retry-After: 1" in head, answer
+    assert json.loads(body)["error"]["code"] == "unavailable", answer
+    assert curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
 
 
 def test_upgrade_under_load_fails_no_request(host, debs):
