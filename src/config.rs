@@ -5,6 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The largest `SORTD_MAX_BODY_BYTES` accepted: 1 GiB.
+pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 30;
+
 /// Every setting sortd has, with its environment variable and default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -26,6 +29,10 @@ pub struct Config {
     /// headers, counted from its previous answer (or from its start) when
     /// it is kept alive; past it, the connection is closed.
     pub idle_timeout: Duration,
+    /// `SORTD_TIMEOUT_SECS`: how long a request may take from its headers to
+    /// its answer: a body still arriving then gets 408, work still running
+    /// is stopped and gets 503.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -45,6 +52,9 @@ impl Default for Config {
             // site's keepalive_timeout 5s), so nginx closes first and never
             // sends a request on a connection sortd is closing.
             idle_timeout: Duration::from_secs(10),
+            // The largest body of the worst shape takes well under a second;
+            // nginx in front waits 30 s (a load balancer 2 s, then retries).
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -57,14 +67,16 @@ impl Config {
     pub fn to_env(&self) -> String {
         format!(
             "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n\
-             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\nSORTD_IDLE_SECS={}\n",
+             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\nSORTD_IDLE_SECS={}\n\
+             SORTD_TIMEOUT_SECS={}\n",
             self.listen,
             self.max_body_bytes,
             self.max_numbers,
             self.drain_timeout.as_secs(),
             self.max_inflight_bytes,
             self.busy_wait.as_secs(),
-            self.idle_timeout.as_secs()
+            self.idle_timeout.as_secs(),
+            self.request_timeout.as_secs()
         )
     }
 
@@ -84,6 +96,9 @@ impl Config {
                         (default {})
   SORTD_IDLE_SECS       seconds a connection may take to send a request's headers,
                         from its start or its previous answer (default {})
+  SORTD_TIMEOUT_SECS    seconds a request may take from its headers to its answer:
+                        then a body still arriving gets 408, work still running is
+                        stopped and gets 503 (default {})
   RUST_LOG              log filter for env_logger (default info)
   LISTEN_FDS            set by systemd socket activation: serve the inherited socket",
             defaults.listen,
@@ -92,7 +107,8 @@ impl Config {
             defaults.drain_timeout.as_secs(),
             defaults.max_inflight_bytes,
             defaults.busy_wait.as_secs(),
-            defaults.idle_timeout.as_secs()
+            defaults.idle_timeout.as_secs(),
+            defaults.request_timeout.as_secs()
         )
     }
 }
@@ -128,6 +144,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let defaults = Config::default();
         let positive = |text: &str| text.parse::<u64>().ok().filter(|&n| n > 0);
+        let seconds = |text: &str| positive(text).map(Duration::from_secs);
         Config {
             listen: setting(
                 &lookup,
@@ -175,15 +192,30 @@ impl Config {
                 &lookup,
                 "SORTD_IDLE_SECS",
                 "a positive whole number of seconds",
-                |text| positive(text).map(Duration::from_secs),
+                seconds,
             )?
             .unwrap_or(defaults.idle_timeout),
+            request_timeout: setting(
+                &lookup,
+                "SORTD_TIMEOUT_SECS",
+                "a positive whole number of seconds",
+                seconds,
+            )?
+            .unwrap_or(defaults.request_timeout),
         }
         .checked()
     }
 
     /// Settings that are each fine but wrong together.
     fn checked(self) -> Result<Self, ConfigError> {
+        // A body is held in memory whole, and read with 32-bit offsets.
+        if self.max_body_bytes > MAX_BODY_BYTES_LIMIT {
+            return Err(ConfigError {
+                variable: "SORTD_MAX_BODY_BYTES",
+                value: self.max_body_bytes.to_string(),
+                expected: "at most 1073741824 (1 GiB)",
+            });
+        }
         if self.max_inflight_bytes < self.max_body_bytes {
             return Err(ConfigError {
                 variable: "SORTD_MAX_INFLIGHT_BYTES",
@@ -272,6 +304,12 @@ mod tests {
         assert!(error.to_string().contains("\"16M\""));
         assert!(config(&[("SORTD_LISTEN", "localhost")]).is_err());
         assert!(config(&[("SORTD_MAX_NUMBERS", "0")]).is_err());
+        assert!(config(&[("SORTD_MAX_BODY_BYTES", "1073741825")]).is_err());
+        assert!(config(&[
+            ("SORTD_MAX_BODY_BYTES", "1073741824"),
+            ("SORTD_MAX_INFLIGHT_BYTES", "1073741824")
+        ])
+        .is_ok());
         // 0 would close every connection before its first request.
         assert_eq!(
             config(&[("SORTD_IDLE_SECS", "0")]).unwrap_err().variable,

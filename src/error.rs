@@ -30,6 +30,14 @@ pub enum ApiError {
     BodyRead(String),
     /// The in-flight budget stayed spent for the whole wait (see `budget`).
     Busy,
+    /// The body did not arrive within the request's time (`SORTD_TIMEOUT_SECS`).
+    BodyTimeout {
+        seconds: u64,
+    },
+    /// The work was still going at the request's deadline, and was stopped.
+    Timeout {
+        seconds: u64,
+    },
     Internal,
 }
 
@@ -70,7 +78,8 @@ impl ApiError {
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Busy | ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +99,8 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyRead(_) => "body_read_error",
             ApiError::Busy => "busy",
+            ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::Internal => "internal_error",
         }
     }
@@ -112,6 +123,12 @@ impl ApiError {
             ApiError::BodyRead(detail) => format!("the request body could not be read: {detail}"),
             ApiError::Busy => {
                 format!("sortd is busy with other large requests; retry in {RETRY_AFTER_SECS} s")
+            }
+            ApiError::BodyTimeout { seconds } => {
+                format!("the request body did not arrive within {seconds} s")
+            }
+            ApiError::Timeout { seconds } => {
+                format!("the request took longer than {seconds} s and was stopped; retry in {RETRY_AFTER_SECS} s")
             }
             ApiError::Internal => "internal error; it has been logged".to_owned(),
         }
@@ -140,7 +157,7 @@ impl ApiError {
                     .headers_mut()
                     .insert(header::ALLOW, header::HeaderValue::from_static(allow));
             }
-            ApiError::Busy => {
+            ApiError::Busy | ApiError::Timeout { .. } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     header::HeaderValue::from(RETRY_AFTER_SECS),

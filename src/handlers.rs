@@ -4,12 +4,14 @@
 //! shape) instead of rejecting: a rejection would make warp try the other
 //! routes and fold this error into theirs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use tokio::time::Instant;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -19,7 +21,7 @@ use crate::error::ApiError;
 use crate::input::parse_body;
 use crate::metrics::Metrics;
 use crate::reply::{bytes_response, json_response, JSON};
-use crate::sort::{Numbers, Order};
+use crate::sort::Order;
 
 /// Bodies larger than this are parsed and sorted on the blocking pool, so a
 /// big sort never stalls the threads that serve other connections.
@@ -46,9 +48,47 @@ struct SortParams {
     order: Order,
 }
 
-#[derive(Serialize)]
-struct SortedList<'a> {
-    sorted_list: &'a Numbers,
+/// Whether a request's work should go on: not once its deadline has passed,
+/// nor once its handler was dropped (hyper drops it when the client's
+/// connection closes), since no one would read the answer. The blocking
+/// work looks between its steps (parse, sort, write), so what is wasted is
+/// at most one step.
+#[derive(Clone)]
+struct Work {
+    deadline: Instant,
+    seconds: u64,
+    dropped: Arc<AtomicBool>,
+}
+
+/// Held by the handler; marks its `Work` dropped when the handler ends.
+struct HandlerAlive(Arc<AtomicBool>);
+
+impl Drop for HandlerAlive {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Work {
+    fn new(timeout: Duration) -> (Self, HandlerAlive) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let work = Work {
+            deadline: Instant::now() + timeout,
+            seconds: timeout.as_secs(),
+            dropped: Arc::clone(&dropped),
+        };
+        (work, HandlerAlive(dropped))
+    }
+
+    /// `Err(Timeout)` once the work should stop.
+    fn go_on(&self) -> Result<(), ApiError> {
+        if self.dropped.load(Ordering::Relaxed) || Instant::now() >= self.deadline {
+            return Err(ApiError::Timeout {
+                seconds: self.seconds,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `POST /`: sorts the numbers of the body.
@@ -65,25 +105,31 @@ where
     let result = async {
         let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
             .map_err(|error| ApiError::BadQuery(error.to_string()))?;
+        let timeout = state.config.request_timeout;
+        let (work, _alive) = Work::new(timeout);
         // Held until the answer is made: the body, its numbers and the JSON.
         let mut reservation = state.budget.reservation();
-        let body = read_body(
+        let reading = read_body(
             body,
             content_length,
             state.config.max_body_bytes,
             &mut reservation,
-        )
-        .await?;
+        );
+        let body = tokio::time::timeout_at(work.deadline, reading)
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                seconds: timeout.as_secs(),
+            })??;
         let max_numbers = state.config.max_numbers;
         let (count, json) = if body.len() > BLOCKING_THRESHOLD {
-            tokio::task::spawn_blocking(move || sort_body(body, max_numbers, params.order))
+            tokio::task::spawn_blocking(move || sort_body(body, max_numbers, params.order, &work))
                 .await
                 .map_err(|error| {
                     log::error!("sort task failed: {error}");
                     ApiError::Internal
                 })??
         } else {
-            sort_body(body, max_numbers, params.order)?
+            sort_body(body, max_numbers, params.order, &work)?
         };
         state.metrics.add_sorted(count);
         drop(reservation);
@@ -94,23 +140,25 @@ where
 
 /// Parses, sorts and serialises; returns how many numbers and the JSON.
 /// The body is dropped before the answer is written, so a request's memory
-/// peaks at about its body plus its numbers, never body plus answer.
-fn sort_body(body: Bytes, max_numbers: usize, order: Order) -> Result<(usize, Vec<u8>), ApiError> {
+/// peaks at about its body plus its numbers, never body plus answer. Stops
+/// between steps once `work` should not go on.
+fn sort_body(
+    body: Bytes,
+    max_numbers: usize,
+    order: Order,
+    work: &Work,
+) -> Result<(usize, Vec<u8>), ApiError> {
+    work.go_on()?;
     let mut numbers = parse_body(&body, max_numbers)?;
     let capacity = body.len() + 32;
     drop(body);
+    work.go_on()?;
     numbers.sort(order);
+    work.go_on()?;
     let mut json = Vec::with_capacity(capacity);
-    serde_json::to_writer(
-        &mut json,
-        &SortedList {
-            sorted_list: &numbers,
-        },
-    )
-    .map_err(|error| {
-        log::error!("could not serialise a sorted list: {error}");
-        ApiError::Internal
-    })?;
+    json.extend_from_slice(br#"{"sorted_list":"#);
+    numbers.write_json(&mut json);
+    json.push(b'}');
     Ok((numbers.len(), json))
 }
 
@@ -219,4 +267,39 @@ pub fn metrics(state: &State) -> Response {
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         state.metrics.encode().into_bytes(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Bytes {
+        Bytes::from_static(b"[3, 1, 2]")
+    }
+
+    #[test]
+    fn work_goes_on_within_its_time_while_its_handler_lives() {
+        let (work, _alive) = Work::new(Duration::from_secs(60));
+        let (count, json) = sort_body(body(), 10, Order::Asc, &work).unwrap();
+        assert_eq!(
+            (count, json.as_slice()),
+            (3, &br#"{"sorted_list":[1,2,3]}"#[..])
+        );
+    }
+
+    #[test]
+    fn work_stops_once_its_handler_is_dropped() {
+        let (work, alive) = Work::new(Duration::from_secs(60));
+        drop(alive);
+        let stopped = sort_body(body(), 10, Order::Asc, &work);
+        assert!(matches!(stopped, Err(ApiError::Timeout { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_stops_at_its_deadline() {
+        let (work, _alive) = Work::new(Duration::from_secs(2));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let stopped = sort_body(body(), 10, Order::Asc, &work);
+        assert!(matches!(stopped, Err(ApiError::Timeout { seconds: 2 })));
+    }
 }

@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 
-use hashbrown::HashTable;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -133,17 +132,21 @@ pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError
         None => return Err(InputError::EmptyBody),
         Some(b'{') => {
             let seed = Entries {
+                body,
                 max_keys: max_numbers,
                 too_many: Cell::new(false),
             };
-            let entries = seed
+            let object = seed
                 .deserialize(&mut serde_json::Deserializer::from_slice(body))
                 .map_err(|error| match seed.too_many.get() {
                     true => InputError::TooManyKeys { limit: max_numbers },
                     false => malformed(error),
                 })?;
-            for (key, raw) in entries {
-                scan_json_value(raw, &mut numbers).map_err(|e| e.at(Some(key.into_owned())))?;
+            for entry in &object.entries {
+                let key = || Some(String::from_utf8_lossy(object.key(entry)).into_owned());
+                let value =
+                    std::str::from_utf8(object.text(entry.value)).map_err(malformed_utf8)?;
+                scan_json_value(value, &mut numbers).map_err(|e| e.at(key()))?;
             }
         }
         Some(b'[') => {
@@ -158,7 +161,7 @@ pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError
             }
             let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
             numbers = Numbers::with_limit(max_numbers);
-            scan_json_value(raw, &mut numbers).map_err(|e| e.at(None))?;
+            scan_json_value(raw.get(), &mut numbers).map_err(|e| e.at(None))?;
         }
         Some(_) => {
             let raw: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
@@ -169,6 +172,11 @@ pub fn parse_body(body: &[u8], max_numbers: usize) -> Result<Numbers, InputError
 }
 
 fn malformed(error: serde_json::Error) -> InputError {
+    InputError::MalformedJson(error.to_string())
+}
+
+/// serde_json checked the whole body as UTF-8 already; stay total anyway.
+fn malformed_utf8(error: std::str::Utf8Error) -> InputError {
     InputError::MalformedJson(error.to_string())
 }
 
@@ -217,8 +225,8 @@ impl ValueError {
 #[derive(serde::Deserialize)]
 struct JsonString<'a>(#[serde(borrow)] Cow<'a, str>);
 
-fn scan_json_value(raw: &RawValue, numbers: &mut Numbers) -> Result<(), ValueError> {
-    let text = raw.get();
+/// Scans one value given as its JSON text.
+fn scan_json_value(text: &str, numbers: &mut Numbers) -> Result<(), ValueError> {
     match text.as_bytes().first() {
         Some(b'"') => {
             // Valid JSON was checked already, so this cannot fail; stay total anyway.
@@ -239,55 +247,179 @@ fn scan_json_value(raw: &RawValue, numbers: &mut Numbers) -> Result<(), ValueErr
 }
 
 /// Reads an object's entries in order of first appearance, each with its
-/// last value, borrowing keys (unless escaped) and values from the body, and
-/// refusing more than `max_keys` of them: a key holds no number, so the
-/// number limit alone would not bound what a body of keys costs to read.
-struct Entries {
+/// last value, refusing more than `max_keys` of them: a key holds
+/// no number, so the number limit alone would not bound what a body of keys
+/// costs to read. Each entry is only where its key and value are in the body
+/// (16 bytes): a body of a million keys costs ~16 MB of entries, not ~40.
+struct Entries<'b> {
+    body: &'b [u8],
     max_keys: usize,
     too_many: Cell<bool>,
 }
 
-type Entry<'de> = (Cow<'de, str>, &'de RawValue);
+/// A part of the body: its start and length, or, with ESCAPED set in
+/// `start`, a key that had escapes, by its place in `Object::escaped`.
+#[derive(Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
 
-impl<'de> DeserializeSeed<'de> for &Entries {
-    type Value = Vec<Entry<'de>>;
+/// Marks a `Span` that names an unescaped copy of a key (bodies are at
+/// most 1 GiB: `Config` refuses larger limits, so real starts stay below).
+const ESCAPED: u32 = 1 << 31;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: Span,
+    value: Span,
+}
+
+/// An object's entries in order of first appearance, each with its last value.
+struct Object<'b> {
+    body: &'b [u8],
+    entries: Vec<Entry>,
+    /// Keys that had escapes, unescaped (rare: most keys are borrowed).
+    escaped: Vec<String>,
+}
+
+impl Object<'_> {
+    fn text(&self, span: Span) -> &[u8] {
+        &self.body[span.start as usize..][..span.len as usize]
+    }
+
+    /// The key's text, unescaped.
+    fn key(&self, entry: &Entry) -> &[u8] {
+        match entry.key.start {
+            start if start & ESCAPED != 0 => self.escaped[(start & !ESCAPED) as usize].as_bytes(),
+            _ => self.text(entry.key),
+        }
+    }
+
+    /// Where `part`, a slice of the body, is in it.
+    fn span_of(&self, part: &str) -> Option<Span> {
+        let start = (part.as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
+        let span = Span {
+            start: u32::try_from(start).ok().filter(|&s| s < ESCAPED)?,
+            len: u32::try_from(part.len()).ok()?,
+        };
+        (start + part.len() <= self.body.len()).then_some(span)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &Entries<'de> {
+    type Value = Object<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for &Entries {
-    type Value = Vec<Entry<'de>>;
+impl<'de> Visitor<'de> for &Entries<'de> {
+    type Value = Object<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries: Vec<Entry<'de>> = Vec::new();
-        // Where each key stands in `entries`, found by the key's hash: the
-        // table holds only an index, the key itself stays in `entries`.
-        let mut index: HashTable<u32> = HashTable::new();
-        let hasher = RandomState::new();
+        let mut object = Object {
+            body: self.body,
+            entries: Vec::new(),
+            escaped: Vec::new(),
+        };
+        let outside = || A::Error::custom("a key or value outside the body");
+        let too_many = || {
+            self.too_many.set(true);
+            A::Error::custom("too many keys")
+        };
+        // A repeated key is one key, so repeats are merged once the entries
+        // reach twice the keys allowed (and at the end): at most that many
+        // are held, and each merge has at least the limit's worth of new
+        // entries to pay for it.
+        let room = self.max_keys.saturating_mul(2);
         while let Some(JsonString(key)) = map.next_key::<JsonString<'de>>()? {
-            let value: &'de RawValue = map.next_value()?;
-            let hash = hasher.hash_one(&key);
-            match index.find(hash, |&at| entries[at as usize].0 == key) {
-                Some(&at) => entries[at as usize].1 = value,
-                None if entries.len() >= self.max_keys => {
-                    self.too_many.set(true);
-                    return Err(A::Error::custom("too many keys"));
-                }
-                None => {
-                    let at = u32::try_from(entries.len())
-                        .map_err(|_| A::Error::custom("too many keys"))?;
-                    index.insert_unique(hash, at, |&at| hasher.hash_one(&entries[at as usize].0));
-                    entries.push((key, value));
+            if object.entries.len() >= room {
+                object.merge_repeated_keys();
+                if object.entries.len() > self.max_keys {
+                    return Err(too_many());
                 }
             }
+            let value: &'de RawValue = map.next_value()?;
+            let value = object.span_of(value.get()).ok_or_else(outside)?;
+            let key = match key {
+                Cow::Borrowed(key) => object.span_of(key).ok_or_else(outside)?,
+                Cow::Owned(key) => {
+                    let place = u32::try_from(object.escaped.len())
+                        .ok()
+                        .filter(|&p| p < ESCAPED)
+                        .ok_or_else(outside)?;
+                    object.escaped.push(key);
+                    Span {
+                        start: ESCAPED | place,
+                        len: 0,
+                    }
+                }
+            };
+            object.entries.push(Entry { key, value });
         }
-        Ok(entries)
+        object.merge_repeated_keys();
+        if object.entries.len() > self.max_keys {
+            return Err(too_many());
+        }
+        Ok(object)
+    }
+}
+
+impl Object<'_> {
+    /// Gives each key that appears more than once its last value, at its
+    /// first place, and drops its later entries. Done on all entries at
+    /// once, by sorting (hash, place) pairs packed in a `u64` (8 bytes an
+    /// entry) rather than probing a hash table per key: on a body of a
+    /// million keys the table's cache misses took most of the time. Keys
+    /// whose 32-bit hashes are equal are compared as text.
+    fn merge_repeated_keys(&mut self) {
+        let hasher = RandomState::new();
+        let mut by_hash: Vec<u64> = self
+            .entries
+            .iter()
+            .zip(0u32..)
+            .map(|(entry, at)| {
+                hasher.hash_one(self.key(entry)) & !u64::from(u32::MAX) | u64::from(at)
+            })
+            .collect();
+        by_hash.sort_unstable();
+        let mut merged: Vec<bool> = Vec::new();
+        for run in by_hash.chunk_by(|a, b| a >> 32 == b >> 32) {
+            // In place order within the run; each key's first place takes
+            // the value of its last one. Linear for one key repeated, however
+            // often: every later place of it is merged in the first pass.
+            for (i, &first) in run.iter().enumerate() {
+                let first = first as u32;
+                if merged.get(first as usize) == Some(&true) {
+                    continue;
+                }
+                let key = self.key(&self.entries[first as usize]);
+                let mut last = first;
+                for &at in &run[i + 1..] {
+                    let at = at as u32;
+                    if merged.get(at as usize) != Some(&true)
+                        && self.key(&self.entries[at as usize]) == key
+                    {
+                        if merged.is_empty() {
+                            merged = vec![false; self.entries.len()];
+                        }
+                        merged[at as usize] = true;
+                        last = at;
+                    }
+                }
+                self.entries[first as usize].value = self.entries[last as usize].value;
+            }
+        }
+        if !merged.is_empty() {
+            let mut keep = merged.iter().map(|&gone| !gone);
+            self.entries.retain(|_| keep.next().unwrap_or(true));
+        }
     }
 }
 
@@ -511,7 +643,7 @@ mod tests {
 
     fn numbers(body: &str) -> Result<String, InputError> {
         let numbers = parse_body(body.as_bytes(), 1000)?;
-        Ok(serde_json::to_string(&numbers).unwrap())
+        Ok(numbers.to_json())
     }
 
     #[test]
@@ -530,6 +662,16 @@ mod tests {
         assert_eq!(
             numbers(r#"{"a": "1", "b": "2", "a": "3"}"#).unwrap(),
             "[3,2]"
+        );
+        // The same key spelled with escapes is the same key, as in Python.
+        assert_eq!(
+            numbers(r#"{"a": 1, "b\u0062": 2, "\u0061": 3, "bb": 4, "\n": 5}"#).unwrap(),
+            "[3,4,5]"
+        );
+        let error = parse_body(br#"{"\u00e9t\u00e9": "[1, x]"}"#, 10).unwrap_err();
+        assert!(
+            matches!(&error, InputError::InvalidValue { key: Some(key), .. } if key == "\u{e9}t\u{e9}"),
+            "{error:?}"
         );
     }
 
@@ -552,5 +694,23 @@ mod tests {
     fn count_limit_is_enforced_across_values() {
         let error = parse_body(br#"{"a": "[1,2]", "b": [3, 4]}"#, 3).unwrap_err();
         assert_eq!(error, InputError::TooManyNumbers { limit: 3 });
+    }
+
+    #[test]
+    fn key_limit_counts_distinct_keys_however_often_they_repeat() {
+        // Repeats past twice the limit are merged while reading.
+        let repeats: Vec<String> = (0..20)
+            .map(|i| format!(r#""a": {i}, "b": [], "c": 100"#))
+            .collect();
+        let body = format!("{{{}}}", repeats.join(", "));
+        let numbers = parse_body(body.as_bytes(), 3).unwrap();
+        assert_eq!(numbers.to_json(), "[19,100]");
+        // A fourth distinct key is refused, early among repeats or last.
+        let early = format!(r#"{{"d": 1, {}}}"#, repeats.join(", "));
+        let last = format!(r#"{{{}, "d": 1}}"#, repeats.join(", "));
+        for body in [early, last] {
+            let error = parse_body(body.as_bytes(), 3).unwrap_err();
+            assert_eq!(error, InputError::TooManyKeys { limit: 3 }, "{body}");
+        }
     }
 }

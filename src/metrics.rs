@@ -34,6 +34,7 @@ pub struct Metrics {
     duration: Family<RouteLabels, Histogram>,
     numbers_sorted: Counter,
     in_flight: Gauge,
+    abandoned: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +47,7 @@ impl Default for Metrics {
         });
         let numbers_sorted = Counter::default();
         let in_flight = Gauge::default();
+        let abandoned = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route, method and status",
@@ -66,12 +68,18 @@ impl Default for Metrics {
             "Requests being handled now",
             in_flight.clone(),
         );
+        registry.register(
+            "http_requests_abandoned",
+            "Requests whose client went away before the answer; their work was stopped",
+            abandoned.clone(),
+        );
         Metrics {
             registry,
             requests,
             duration,
             numbers_sorted,
             in_flight,
+            abandoned,
         }
     }
 }
@@ -91,13 +99,14 @@ impl Metrics {
     }
 
     /// Starts observing a request; the observation ends with
-    /// [`InFlight::finish`], or is only counted out of the gauge if the
-    /// request is dropped (client gone).
+    /// [`InFlight::finish`], or, if the request is dropped before (its
+    /// client went away), counts it as abandoned.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.inc();
         InFlight {
             metrics: Arc::clone(self),
             started: Instant::now(),
+            finished: false,
         }
     }
 }
@@ -115,11 +124,13 @@ pub struct RequestInfo {
 pub struct InFlight {
     metrics: Arc<Metrics>,
     started: Instant,
+    finished: bool,
 }
 
 impl InFlight {
     /// Records the finished request in the metrics and writes its access line.
-    pub fn finish(self, request: RequestInfo, response: Response) -> Response {
+    pub fn finish(mut self, request: RequestInfo, response: Response) -> Response {
+        self.finished = true;
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
         let route = route_of(&request.path);
@@ -154,6 +165,14 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.metrics.in_flight.dec();
+        if !self.finished {
+            self.metrics.abandoned.inc();
+            log::info!(
+                target: "sortd::access",
+                "client went away after {:.3}ms; its request was dropped",
+                self.started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
     }
 }
 

@@ -9,20 +9,22 @@
 
 use std::cmp::Ordering;
 
-use serde::ser::{Error as _, Serialize, Serializer};
-
 /// One number taken from a request.
 #[derive(Debug, Clone)]
 pub enum Number {
     /// An integer that fits in 64 bits: the fast, common case.
     Int(i64),
-    /// An integer outside the `i64` range.
+    /// An integer outside the `i64` range that fits in 128 bits (every
+    /// integer of up to 38 digits): held inline, so sorting and writing it
+    /// never reads memory elsewhere, as a `BigInt` would.
+    Wide(i128),
+    /// An integer outside the `i128` range.
     Big(BigInt),
     /// A number written with a fraction or an exponent. Never NaN or infinite.
     Float(f64),
 }
 
-/// An integer outside the `i64` range, kept as its decimal digits.
+/// An integer outside the `i128` range, kept as its decimal digits.
 ///
 /// Sorting only needs comparison and printing, and both are exact and linear
 /// on decimal digits, so no arbitrary-precision arithmetic library is needed.
@@ -33,7 +35,7 @@ pub enum Number {
 #[derive(Debug, Clone)]
 pub struct BigInt {
     negative: bool,
-    /// The magnitude: ASCII digits, no leading zero, never fits in `i64`.
+    /// The magnitude: ASCII digits, no leading zero, never fits in `i128`.
     digits: Box<str>,
     /// The magnitude rounded to the nearest `f64` (infinite past `f64::MAX`).
     approx: f64,
@@ -49,25 +51,37 @@ impl PartialEq for BigInt {
 
 impl Eq for BigInt {}
 
-/// 2^63 as an `f64`: every float at or beyond this magnitude is an integer
-/// outside the `i64` range.
+/// 2^63 as an `f64`.
+#[cfg(test)]
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// 2^127 as an `f64`: every float at or beyond this magnitude is an integer
+/// outside the `i128` range.
+const TWO_POW_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
 
 impl BigInt {
     /// Builds an integer from a sign and decimal digits (leading zeros allowed).
-    /// Returns `Number::Int` when the value fits in `i64`.
+    /// Returns `Number::Int` when the value fits in `i64`, `Number::Wide`
+    /// when it fits in `i128`.
     pub fn from_digits(negative: bool, digits: &str) -> Number {
         let digits = digits.trim_start_matches('0');
-        if digits.len() <= 19 {
-            if let Ok(magnitude) = digits.parse::<u64>() {
-                // "" (all zeros) parses as an error above, so handle it here.
-                if let Some(value) = signed(negative, magnitude) {
-                    return Number::Int(value);
-                }
-            }
-        }
         if digits.is_empty() {
             return Number::Int(0);
+        }
+        if digits.len() <= 39 {
+            if let Ok(magnitude) = digits.parse::<u128>() {
+                let value = if negative {
+                    0i128.checked_sub_unsigned(magnitude)
+                } else {
+                    i128::try_from(magnitude).ok()
+                };
+                if let Some(value) = value {
+                    return match i64::try_from(value) {
+                        Ok(small) => Number::Int(small),
+                        Err(_) => Number::Wide(value),
+                    };
+                }
+            }
         }
         // Rust's parse rounds correctly, at any length (to infinity past
         // f64::MAX); the digits are plain ASCII digits, so it cannot fail.
@@ -80,22 +94,31 @@ impl BigInt {
         })
     }
 
-    /// Compares magnitudes written as digit strings without leading zeros.
-    fn cmp_magnitude(a: &str, b: &str) -> Ordering {
-        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    /// Compares magnitudes: by their nearest `f64`s first (rounding never
+    /// reverses an order, and those are in hand), then by the digits (no
+    /// leading zeros) only when both round to the same `f64`. A sort of many
+    /// big integers then rarely reads their digits, which live elsewhere.
+    fn cmp_magnitude(&self, other: &BigInt) -> Ordering {
+        match self.approx.partial_cmp(&other.approx) {
+            Some(Ordering::Equal) | None => {
+                let (a, b) = (&self.digits, &other.digits);
+                a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+            }
+            Some(order) => order,
+        }
     }
 
     fn cmp_big(&self, other: &BigInt) -> Ordering {
         match (self.negative, other.negative) {
             (false, true) => Ordering::Greater,
             (true, false) => Ordering::Less,
-            (false, false) => Self::cmp_magnitude(&self.digits, &other.digits),
-            (true, true) => Self::cmp_magnitude(&other.digits, &self.digits),
+            (false, false) => self.cmp_magnitude(other),
+            (true, true) => other.cmp_magnitude(self),
         }
     }
 
-    /// Where this integer stands against any `i64`: it is outside their range,
-    /// so the sign alone decides.
+    /// Where this integer stands against any `i128`: it is outside their
+    /// range, so the sign alone decides.
     fn cmp_small(&self) -> Ordering {
         if self.negative {
             Ordering::Less
@@ -105,7 +128,7 @@ impl BigInt {
     }
 
     fn cmp_float(&self, float: f64) -> Ordering {
-        if float.abs() < TWO_POW_63 {
+        if float.abs() < TWO_POW_127 {
             return self.cmp_small();
         }
         // Magnitudes: the rounded one decides unless it ties with the float.
@@ -122,7 +145,7 @@ impl BigInt {
     }
 }
 
-/// How the integer written as `digits` (no leading zero, at least 2^63)
+/// How the integer written as `digits` (no leading zero, at least 2^127)
 /// stands to `float`, its nearest `f64`, exactly; once per integer read.
 fn cmp_digits_with_float(digits: &str, float: f64) -> Ordering {
     if float.is_infinite() {
@@ -184,25 +207,17 @@ impl std::fmt::Display for BigInt {
     }
 }
 
-fn signed(negative: bool, magnitude: u64) -> Option<i64> {
-    if negative {
-        0i64.checked_sub_unsigned(magnitude)
-    } else {
-        i64::try_from(magnitude).ok()
-    }
-}
-
 /// Exact comparison of an integer with a float, with no rounding of either.
-fn cmp_int_float(int: i64, float: f64) -> Ordering {
-    if float >= TWO_POW_63 {
+fn cmp_int_float(int: i128, float: f64) -> Ordering {
+    if float >= TWO_POW_127 {
         return Ordering::Less;
     }
-    if float < -TWO_POW_63 {
+    if float < -TWO_POW_127 {
         return Ordering::Greater;
     }
     let whole = float.trunc();
     // In range and integral, so the cast is exact.
-    int.cmp(&(whole as i64)).then_with(|| {
+    int.cmp(&(whole as i128)).then_with(|| {
         if float > whole {
             Ordering::Less
         } else if float < whole {
@@ -233,32 +248,50 @@ impl Ord for Number {
     /// `1.0`, `0.0` and `-0.0`) compare `Equal`; a stable sort keeps them in
     /// input order.
     fn cmp(&self, other: &Self) -> Ordering {
-        use Number::{Big, Float, Int};
+        use Number::{Big, Float, Int, Wide};
         match (self, other) {
             (Int(a), Int(b)) => a.cmp(b),
             // Floats here are never NaN, so `partial_cmp` always answers.
             (Float(a), Float(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
             (Big(a), Big(b)) => a.cmp_big(b),
-            (Int(a), Float(b)) => cmp_int_float(*a, *b),
-            (Float(a), Int(b)) => cmp_int_float(*b, *a).reverse(),
-            (Big(a), Int(_)) => a.cmp_small(),
-            (Int(_), Big(b)) => b.cmp_small().reverse(),
             (Big(a), Float(b)) => a.cmp_float(*b),
             (Float(a), Big(b)) => b.cmp_float(*a).reverse(),
+            (Big(a), Int(_) | Wide(_)) => a.cmp_small(),
+            (Int(_) | Wide(_), Big(b)) => b.cmp_small().reverse(),
+            (Int(a), Float(b)) => cmp_int_float(i128::from(*a), *b),
+            (Float(a), Int(b)) => cmp_int_float(i128::from(*b), *a).reverse(),
+            (Wide(a), Float(b)) => cmp_int_float(*a, *b),
+            (Float(a), Wide(b)) => cmp_int_float(*b, *a).reverse(),
+            (Wide(a), Wide(b)) => a.cmp(b),
+            (Int(a), Wide(b)) => i128::from(*a).cmp(b),
+            (Wide(a), Int(b)) => a.cmp(&i128::from(*b)),
         }
     }
 }
 
-impl Serialize for Number {
-    /// Integers as JSON integers of any size, floats in their shortest
-    /// round-trip form (`2.5`, `1000.0`, `1e300`).
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl Number {
+    /// Appends the number as JSON: integers of any size as JSON integers,
+    /// floats in their shortest round-trip form (`2.5`, `1000.0`, `1e+300`),
+    /// as serde_json writes them (with itoa and zmij, as serde_json does). No
+    /// allocation: a big integer's digits are copied as they are.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
-            Number::Int(value) => serializer.serialize_i64(*value),
-            Number::Float(value) => serializer.serialize_f64(*value),
-            Number::Big(value) => serde_json::value::RawValue::from_string(value.to_string())
-                .map_err(S::Error::custom)?
-                .serialize(serializer),
+            Number::Int(value) => {
+                out.extend_from_slice(itoa::Buffer::new().format(*value).as_bytes())
+            }
+            Number::Wide(value) => {
+                out.extend_from_slice(itoa::Buffer::new().format(*value).as_bytes())
+            }
+            // Never NaN or infinite (the scanner refuses them).
+            Number::Float(value) => {
+                out.extend_from_slice(zmij::Buffer::new().format_finite(*value).as_bytes());
+            }
+            Number::Big(value) => {
+                if value.negative {
+                    out.push(b'-');
+                }
+                out.extend_from_slice(value.digits.as_bytes());
+            }
         }
     }
 }
@@ -276,12 +309,63 @@ mod tests {
     }
 
     #[test]
-    fn from_digits_keeps_i64_values_small() {
-        assert_eq!(big("9223372036854775807"), Number::Int(i64::MAX));
-        assert_eq!(big("-9223372036854775808"), Number::Int(i64::MIN));
-        assert_eq!(big("-000"), Number::Int(0));
-        assert!(matches!(big("9223372036854775808"), Number::Big(_)));
-        assert!(matches!(big("-9223372036854775809"), Number::Big(_)));
+    fn from_digits_keeps_each_integer_in_its_smallest_kind() {
+        assert!(matches!(big("9223372036854775807"), Number::Int(i64::MAX)));
+        assert!(matches!(big("-9223372036854775808"), Number::Int(i64::MIN)));
+        assert!(matches!(big("-000"), Number::Int(0)));
+        assert!(matches!(big("9223372036854775808"), Number::Wide(v) if v == 1 << 63));
+        assert!(matches!(big("-9223372036854775809"), Number::Wide(_)));
+        assert!(matches!(
+            big("170141183460469231731687303715884105727"),
+            Number::Wide(i128::MAX)
+        ));
+        assert!(matches!(
+            big("-170141183460469231731687303715884105728"),
+            Number::Wide(i128::MIN)
+        ));
+        assert!(matches!(
+            big("170141183460469231731687303715884105728"),
+            Number::Big(_)
+        ));
+        assert!(matches!(
+            big("-170141183460469231731687303715884105729"),
+            Number::Big(_)
+        ));
+        assert!(matches!(
+            big("0001000000000000000000000000000000000000000"),
+            Number::Big(_)
+        ));
+    }
+
+    #[test]
+    fn the_kinds_of_integers_order_among_themselves_and_with_floats() {
+        let ordered = [
+            big("-170141183460469231731687303715884105729"),
+            Number::Float(-TWO_POW_127),
+            big("-170141183460469231731687303715884105727"),
+            big("-9223372036854775809"),
+            Number::Int(i64::MIN),
+            Number::Float(-0.5),
+            Number::Int(0),
+            Number::Float(TWO_POW_63),
+            big("9223372036854775809"),
+            big("170141183460469231731687303715884105727"),
+            Number::Float(TWO_POW_127),
+            big("170141183460469231731687303715884105729"),
+        ];
+        for (i, a) in ordered.iter().enumerate() {
+            for (j, b) in ordered.iter().enumerate() {
+                assert_eq!(a.cmp(b), i.cmp(&j), "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(
+            big("-170141183460469231731687303715884105728"),
+            Number::Float(-TWO_POW_127)
+        );
+        assert_eq!(
+            big("170141183460469231731687303715884105728"),
+            Number::Float(TWO_POW_127)
+        );
     }
 
     #[test]
@@ -296,7 +380,11 @@ mod tests {
         values.sort();
         let printed: Vec<String> = values
             .iter()
-            .map(|n| serde_json::to_string(n).unwrap())
+            .map(|n| {
+                let mut out = Vec::new();
+                n.write_json(&mut out);
+                String::from_utf8(out).unwrap()
+            })
             .collect();
         assert_eq!(
             printed,
@@ -330,13 +418,27 @@ mod tests {
     }
 
     #[test]
-    fn floats_print_in_shortest_round_trip_form() {
-        let printed = serde_json::to_string(&[
-            Number::Float(2.5),
-            Number::Float(1000.0),
-            Number::Float(0.1),
-        ])
-        .unwrap();
-        assert_eq!(printed, "[2.5,1000.0,0.1]");
+    fn numbers_print_as_serde_json_prints_them() {
+        let cases = [
+            (Number::Float(2.5), "2.5"),
+            (Number::Float(1000.0), "1000.0"),
+            (Number::Float(0.1), "0.1"),
+            (Number::Float(-0.0), "-0.0"),
+            (Number::Float(1e300), "1e+300"),
+            (Number::Float(5e-324), "5e-324"),
+            (Number::Int(i64::MIN), "-9223372036854775808"),
+            (
+                big("-123456789012345678901234567890"),
+                "-123456789012345678901234567890",
+            ),
+        ];
+        for (number, text) in cases {
+            let mut out = Vec::new();
+            number.write_json(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+            if let Number::Float(value) = number {
+                assert_eq!(serde_json::to_string(&value).unwrap(), text);
+            }
+        }
     }
 }

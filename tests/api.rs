@@ -309,14 +309,19 @@ async fn client_sending_a_too_large_body_without_waiting_reads_the_413() {
         .await
         .expect("the server keeps reading")
         .expect("the whole body is sent without a reset");
-    let mut answer = vec![0; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .expect("the server answers")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..read]);
+    let answer = read_answer(&mut stream, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("body_too_large"), "{answer}");
+}
+
+/// The first bytes of the server's answer on `stream`, within `wait`.
+async fn read_answer(stream: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(wait, stream.read(&mut answer))
+        .await
+        .expect("the server answers in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
 }
 
 /// How long after `sent` the server closes the connection (reads EOF or a
@@ -487,6 +492,56 @@ async fn more_numbers_than_the_limit_returns_413() {
         "{}",
         answer.text
     );
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
+    let app = spawn_app_with(Config {
+        request_timeout: Duration::from_secs(1),
+        max_inflight_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    })
+    .await;
+    // Announces the largest body, which takes the whole budget, then stalls.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 16777216\r\n\r\n[1,";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    // The budget it held is free again: a large body is served at once.
+    let body = serde_json::to_string(&(0..100_000).rev().collect::<Vec<i64>>()).unwrap();
+    assert_eq!(app.post("/", body).await.status, 200);
+}
+
+#[tokio::test]
+async fn work_for_a_client_that_went_away_is_stopped() {
+    let app = spawn_app().await;
+    // Large enough for the blocking pool, sent whole, then the client leaves.
+    let body = serde_json::to_string(&(0..2_000_000).rev().collect::<Vec<i64>>()).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    drop(stream);
+    let counted = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("sortd_http_requests_abandoned_total "))
+            .map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text;
+        if counted(&metrics).as_deref() == Some("1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ fn sorted_by_sortd(body: &str, order: Order) -> String {
     let mut numbers = parse_body(body.as_bytes(), usize::MAX)
         .unwrap_or_else(|e| panic!("valid body refused: {e}\n{body}"));
     numbers.sort(order);
-    serde_json::to_string(&numbers).unwrap()
+    numbers.to_json()
 }
 
 proptest! {
