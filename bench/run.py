@@ -11,7 +11,14 @@ second nginx `return 200` over TCP (what TCP proxying alone costs), sortd
 direct, nginx proxying to sortd over TCP, and nginx proxying to sortd on a
 unix socket passed by systemd-socket-activate, as the package runs it.
 
-Usage: bench/run.py [--duration SECONDS]   (needs: cargo, and scripts/install-deps bench)
+With --base REV, sortd built at REV runs beside this tree's, in the same
+run: its rows (direct and through nginx on a unix socket) follow this
+tree's, with the ratio of this tree's req/s to the base's, and the 1e6
+integers are timed for both. That is how a change shows it did not make
+the normal paths slower.
+
+Usage: bench/run.py [--duration SECONDS] [--base REV]
+       (needs: cargo, git, and scripts/install-deps bench)
 """
 
 import argparse
@@ -49,6 +56,7 @@ http {{
     client_body_buffer_size 1m;
     upstream sortd {{ server 127.0.0.1:{sortd_port}; keepalive 64; }}
     upstream sortd_unix {{ server unix:{sortd_socket}; keepalive 64; }}
+    upstream base_unix {{ server unix:{base_socket}; keepalive 64; }}
     upstream trivial {{ server 127.0.0.1:{trivial_port}; keepalive 64; }}
     # The cheapest possible upstream: nginx answering itself. Proxying to it
     # measures what nginx's proxying alone costs, with no application at all.
@@ -73,6 +81,11 @@ http {{
         # As the package runs it: sortd on a unix socket systemd passes in.
         location = /unix {{
             proxy_pass http://sortd_unix/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location = /base-unix {{
+            proxy_pass http://base_unix/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
@@ -128,19 +141,19 @@ class Processes:
             self.stop(process)
 
 
-def start_sortd(processes: Processes, env_extra: dict) -> tuple[subprocess.Popen, int]:
+def start_sortd(processes: Processes, env_extra: dict, binary: Path = SORTD) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, SORTD_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn", **env_extra)
-    process = processes.start([str(SORTD)], env=env)
+    process = processes.start([str(binary)], env=env)
     wait_for_port(port)
     return process, port
 
 
-def start_sortd_unix(processes: Processes, socket_path: Path) -> subprocess.Popen:
+def start_sortd_unix(processes: Processes, socket_path: Path, binary: Path = SORTD) -> subprocess.Popen:
     """sortd serving a unix socket passed by systemd-socket-activate, as the
     package's sortd.socket does (it starts sortd on the first connection)."""
     process = processes.start(["systemd-socket-activate", "-l", str(socket_path),
-                               "-E", "RUST_LOG=warn", str(SORTD)])
+                               "-E", "RUST_LOG=warn", str(binary)])
     deadline = time.monotonic() + 10
     while not socket_path.exists():
         if time.monotonic() > deadline:
@@ -215,29 +228,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--base", help="a revision whose sortd runs beside this tree's")
     args = parser.parse_args()
     for tool in ("cargo", "nginx", "wrk", "curl"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"bench needs {tool}: scripts/install-deps bench")
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    work = Path(tempfile.mkdtemp(prefix="sortd-bench-"))
+    base = None
+    if args.base:
+        from attack import build  # bench/attack.py, next to this file
+        revision = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        base = build(revision, work)
     defaults = dict(line.split("=", 1) for line in subprocess.run(
         [str(SORTD), "--defaults"], capture_output=True, text=True, check=True).stdout.splitlines())
     max_body_bytes = int(defaults["SORTD_MAX_BODY_BYTES"])
     rng = random.Random(20261123)
     processes = Processes()
-    work = Path(tempfile.mkdtemp(prefix="sortd-bench-"))
     try:
         sortd, sortd_port = start_sortd(processes, {})
         sortd_socket = work / "sortd.sock"
         start_sortd_unix(processes, sortd_socket)
+        base_socket = work / "base.sock"
+        if base:
+            _, base_port = start_sortd(processes, {}, base)
+            start_sortd_unix(processes, base_socket, base)
         nginx_port = free_port()
         (work / "nginx.conf").write_text(NGINX_CONF.format(
-            dir=work, sortd_port=sortd_port, sortd_socket=sortd_socket, nginx_port=nginx_port,
+            dir=work, sortd_port=sortd_port, sortd_socket=sortd_socket, base_socket=base_socket,
+            nginx_port=nginx_port,
             trivial_port=free_port(), ceiling=CEILING_BODY, max_body_bytes=max_body_bytes))
         processes.start(["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"])
         wait_for_port(nginx_port)
 
+        if base:
+            print(f"base: sortd built at {args.base} ({base.name}), rows marked 'base'")
         print(f"sortd {SORTD.name} pid {sortd.pid} on :{sortd_port}, nginx on :{nginx_port}, "
               f"wrk -t2 -c{args.connections} -d{args.duration}s, {os.cpu_count()} cores shared by all")
         print()
@@ -254,26 +281,41 @@ def main() -> None:
                 ("nginx -> sortd", f"http://127.0.0.1:{nginx_port}/"),
                 ("nginx -> unix", f"http://127.0.0.1:{nginx_port}/unix"),
             ]
+            if base:
+                targets += [("base direct", f"http://127.0.0.1:{base_port}/"),
+                            ("base nginx->unix", f"http://127.0.0.1:{nginx_port}/base-unix")]
             ceiling = None
+            rps = {}
             for name, url in targets:
                 result = wrk(url, body_file, args.duration, args.connections)
                 ceiling = ceiling or result["rps"]
+                rps[name] = result["rps"]
                 ratio = result["rps"] / ceiling
                 print(f"{count:>8} {name:<16} {result['rps']:>10.0f} {result['p50']:>8.2f} "
                       f"{result['p99']:>8.2f} {result['errors']:>6} {ratio:>9.0%}")
+            if base:
+                print(f"{'':>8} this tree / base: direct {rps['sortd direct'] / rps['base direct']:.2f}, "
+                      f"through nginx (unix) {rps['nginx -> unix'] / rps['base nginx->unix']:.2f}")
         print()
 
         # Single large requests: limits raised for 1e7 (about 100 MB of JSON).
         processes.stop(sortd)
-        big, big_port = start_sortd(processes, {"SORTD_MAX_BODY_BYTES": str(512 << 20),
-                                               "SORTD_MAX_NUMBERS": "20000000"})
+        raised = {"SORTD_MAX_BODY_BYTES": str(512 << 20), "SORTD_MAX_INFLIGHT_BYTES": str(512 << 20),
+                  "SORTD_MAX_NUMBERS": "20000000"}
+        big, big_port = start_sortd(processes, raised)
+        big_base = start_sortd(processes, raised, base)[1] if base else None
         for count, runs in ((1_000_000, 5), (10_000_000, 3)):
             body_file = work / f"array-{count}.json"
             body_file.write_text(array_body(count, rng))
-            median_ms, size = time_request(big_port, body_file, runs)
             mib = body_file.stat().st_size / 2**20
-            print(f"{count:>10,} integers ({mib:.1f} MiB): {median_ms:8.1f} ms median of {runs}, "
-                  f"curl end to end on loopback ({size / 2**20:.1f} MiB answer)")
+            # Each size on both builds in turn, so that a busy moment of the
+            # machine does not fall on one build only.
+            for label, port in (("", big_port), (" (base)", big_base)):
+                if port is None:
+                    continue
+                median_ms, size = time_request(port, body_file, runs)
+                print(f"{count:>10,} integers ({mib:.1f} MiB){label}: {median_ms:8.1f} ms median of {runs}, "
+                      f"curl end to end on loopback ({size / 2**20:.1f} MiB answer)")
         print(f"  peak RSS after these: {rss_kib(big.pid, 'VmHWM') / 1024:.0f} MiB (limits raised to 512 MiB / 2e7)")
         processes.stop(big)
 
