@@ -112,7 +112,8 @@ def post(port: int, body: bytes, timeout: float = 60) -> str:
     except urllib.error.HTTPError as error:
         return str(error.code)
     except (OSError, http.client.HTTPException) as error:  # reset, cut short
-        return type(error).__name__
+        reason = getattr(error, "reason", None)  # URLError: what was under it
+        return type(reason if isinstance(reason, BaseException) else error).__name__
 
 
 def key_flood(size: int) -> bytes:

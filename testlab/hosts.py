@@ -419,12 +419,14 @@ class Lab:
     def bridge(self, label: str, host_ip: str, host_port: int, target_ip: str, target_port: int) -> None:
         """host_ip:host_port on this machine reaches target_ip:target_port in
         the lab: two socats joined by a unix socket, which no network namespace
-        confines."""
+        confines. Both listen with a deep backlog: with socat's default of 5,
+        a burst of 200 connections overflowed the unix socket's queue while
+        socat forked, and clients were reset, which a real forward never does."""
         sock = self.run_dir / f"{label}.sock"
-        self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early",
+        self.spawn(self.in_netns(["socat", f"UNIX-LISTEN:{sock},fork,unlink-early,backlog=4096",
                                   f"TCP:{target_ip}:{target_port}"]))
         wait_until(sock.exists, 10, f"forward socket {sock.name}")
-        self.spawn(["socat", f"TCP-LISTEN:{host_port},bind={host_ip},fork,reuseaddr",
+        self.spawn(["socat", f"TCP-LISTEN:{host_port},bind={host_ip},fork,reuseaddr,backlog=4096",
                     f"UNIX-CONNECT:{sock}"])
         wait_until(lambda: listening(host_port, host_ip), 10,
                    f"{host_ip}:{host_port} -> {label}")
