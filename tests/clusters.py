@@ -46,17 +46,27 @@ def cluster_up(cluster: Path, name: str):
         yield lab, hosts, time.monotonic() - started
 
 
+def start_playbook(cluster: Path, *args: str, playbook_file: str = "ansible/playbook.yaml") -> subprocess.Popen:
+    """ansible-playbook started as a user would start it (its own process
+    group, so that a test can kill it whole); output on stdout."""
+    environment = dict(os.environ, SORTD_CLUSTER=str(cluster), **PLAIN_ANSIBLE)
+    return subprocess.Popen(["ansible-playbook", playbook_file, *args], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(run: subprocess.Popen, check: bool = True) -> str:
+    output, _ = run.communicate(timeout=900)
+    if check:
+        assert run.returncode == 0, output[-8000:]
+    return output
+
+
 def playbook(cluster: Path, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
     """Runs ansible-playbook ansible/playbook.yaml as a user would, with the
     given .deb; returns its output and how long it took."""
-    environment = dict(os.environ, SORTD_CLUSTER=str(cluster), **PLAIN_ANSIBLE)
     started = time.monotonic()
-    result = subprocess.run(["ansible-playbook", "ansible/playbook.yaml", "-e", f"release_deb={deb}", *args],
-                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)
-    elapsed = time.monotonic() - started
-    if check:
-        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr, elapsed
+    output = finish(start_playbook(cluster, "-e", f"release_deb={deb}", *args), check)
+    return output, time.monotonic() - started
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

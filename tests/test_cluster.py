@@ -10,8 +10,10 @@ are the figures bench/cluster prints.
 """
 
 import json
+import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -21,8 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, metrics_leaks, playbook, recap,
-                      sort_at, under_load)
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, metrics_leaks, playbook,
+                      recap, sort_at, start_playbook, under_load)
+from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
 WEB = ["web-01", "web-02", "web-03"]
@@ -364,6 +367,83 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     assert load["failed"] == 0, load["failures"]
 
 
+def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs, work):
+    lab, _ = cluster
+    old, new = (deb.name.split("_")[1] for deb in debs)
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    with under_load(LOAD_URL, work) as load:
+        output, took = deploy(cluster, debs[1], "-e", "sortd_rollback=previous")
+    measure(f"rollback to the previous release, rolling: {took:.1f}s; {load['requests']} requests, "
+            f"{load['failed']} failed")
+    assert load["failed"] == 0, load["failures"]
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    # To a version kept on the nodes, then to a .deb file of the control node.
+    deploy(cluster, debs[1], "-e", f"sortd_rollback={new}")
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    deploy(cluster, debs[1], "-e", f"sortd_rollback={debs[0]}")
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    # A version no node keeps: the play stops before touching any, and says
+    # which versions there are.
+    output, _ = deploy(cluster, debs[1], "-e", "sortd_rollback=9.9.9-1", check=False)
+    assert "keeps no release 9.9.9-1 to roll back to" in output and new in output, output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    # Every step is in each node's history (the bad release's failure too).
+    lines = lab.hosts["web-02"].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
+    steps = [(e["action"], e["from"], e["to"], e["result"]) for e in map(json.loads, lines)]
+    assert steps[-3:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok"), ("rollback", new, old, "ok")], steps
+    assert ("deploy", old, new, "ok") in steps and all(e["by"].count("@") == 1 for e in map(json.loads, lines))
+    # Releases past web_keep_releases are removed; the running one stays.
+    deploy(cluster, debs[1], "-e", "web_keep_releases=1", "-e", f"sortd_rollback={old}")
+    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
+    assert kept == [debs[0].name], kept
+
+
+def test_one_deployment_at_a_time(cluster, debs, work):
+    lab, hosts = cluster
+    old, new = (deb.name.split("_")[1] for deb in debs)
+    lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
+    exempt = json.dumps({"lb_unlimited_clients": [lab.gateway]})
+
+    def start(*args: str):
+        return start_playbook(hosts, "-e", exempt, *args)
+
+    def lock_taken() -> bool:
+        return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0
+
+    # A rolling upgrade holds the lock; a second deployment meanwhile
+    # refuses at once, naming the holder; a third, told to wait, runs after.
+    first = start("-e", f"release_deb={debs[1]}")
+    wait_until(lock_taken, 60, "the first run's lock")
+    started = time.monotonic()
+    refused = finish(start("-e", f"release_deb={debs[1]}"), check=False)
+    refused_in = time.monotonic() - started
+    waiting = start("-e", f"sortd_rollback={debs[0]}", "-e", "lock_wait=300")
+    first_output = finish(first)
+    waited_output = finish(waiting)
+    holder = next((line for line in refused.splitlines() if "Another run holds the deploy lock" in line), "")
+    measure(f"deploy lock: a second run refused in {refused_in:.1f}s: {holder.strip()[:300]}")
+    assert "Another run holds the deploy lock on lb-01" in refused and f"deploy {new}" in refused, \
+        refused[-3000:]
+    assert "ansible/unlock.yaml" in refused
+    # The first upgraded every node; the waiting one waited, then rolled back.
+    assert all(recap(first_output)[node]["changed"] > 0 for node in WEB), first_output[-3000:]
+    assert "RETRYING" in waited_output and all(recap(waited_output)[node]["changed"] > 0 for node in WEB)
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    assert not lock_taken()
+
+    # A run killed while it holds the lock leaves it; the next refuses until
+    # the lock is broken with the documented command.
+    killed = start("-e", f"release_deb={debs[1]}")
+    wait_until(lock_taken, 60, "the killed run's lock")
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert "Another run holds the deploy lock" in finish(start("-e", f"release_deb={debs[1]}"), check=False)
+    broke = finish(start_playbook(hosts, playbook_file="ansible/unlock.yaml"))
+    assert "Broke the deploy lock of" in broke, broke[-3000:]
+    finish(start("-e", f"release_deb={debs[1]}"))
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+
+
 def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
     lab, hosts = cluster
     ca_dir = work / "tls"
@@ -394,3 +474,33 @@ def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None
+
+
+def test_status_history_and_logs_of_the_fleet(cluster, debs):
+    lab, hosts = cluster
+    new = debs[1].name.split("_")[1]
+
+    def run(playbook_file: str, *args: str, check: bool = True) -> tuple[int, str]:
+        process = start_playbook(hosts, *args, playbook_file=playbook_file)
+        output = finish(process, check)
+        return process.returncode, output
+
+    code, status = run("ansible/status.yaml")
+    assert f"All 3 web nodes healthy, running {new}" in status, status[-3000:]
+    assert "web-02: installed " + new in status and "sortd.service active" in status
+    # sortd stopped on one node: the command fails, naming it.
+    lab.hosts["web-02"].run(["systemctl", "stop", "sortd.socket", "sortd.service"])
+    try:
+        code, status = run("ansible/status.yaml", check=False)
+    finally:
+        lab.hosts["web-02"].run(["systemctl", "start", "sortd.socket"])
+    measure(f"status with sortd stopped on web-02: exit {code}; "
+            f"{next((l.strip() for l in status.splitlines() if 'Unhealthy' in l), '')[:200]}")
+    assert code != 0 and "Unhealthy: web-02." in status, status[-3000:]
+    assert "web-02: installed " + new + ", answers nothing, sortd.service inactive" in status
+    # The history of every node, and one node's journal.
+    _, history = run("ansible/history.yaml", "-e", "history_lines=3")
+    assert history.count('"action": "rollback"') >= 3 and '"result": "ok"' in history, history[-3000:]
+    _, logs = run("ansible/logs.yaml", "--limit", "web-02", "-e", "logs_since='1 hour ago'",
+                  "-e", "logs_grep=listening")
+    assert "listening on unix:/run/sortd/sortd.sock" in logs and "web-01" not in logs, logs[-3000:]
