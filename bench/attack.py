@@ -83,15 +83,10 @@ class Sortd:
         raise SystemExit(f"{binary} did not listen")
 
     def status(self, field: str) -> float:
-        """A /proc status figure in MiB (VmHWM: peak, VmRSS: now)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return status_mib(Path(f"/proc/{self.process.pid}/status").read_text(), field)
 
     def cpu(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return cpu_seconds(Path(f"/proc/{self.process.pid}/stat").read_text())
 
     def __enter__(self) -> "Sortd":
         return self
@@ -100,6 +95,21 @@ class Sortd:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+
+
+def status_mib(status: str, field: str) -> float:
+    """A figure of a /proc/PID/status text in MiB (VmHWM: peak, VmRSS: now);
+    0 when the field is missing."""
+    for line in status.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(stat: str) -> float:
+    """User and system CPU seconds of a /proc/PID/stat text."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def post(port: int, body: bytes, timeout: float = 60) -> str:

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from attack import build, free_port, status_mib  # bench/attack.py, next to this file
+
 ROOT = Path(__file__).resolve().parent.parent
 SORTD = ROOT / "target" / "release" / "sortd"
 CEILING_BODY = '{"sorted_list":[1,2,3,4,5,6,7,8,9,10]}'
@@ -97,12 +99,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -217,11 +213,9 @@ def time_request(port: int, body_file: Path, runs: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise SystemExit(f"no {field} for {pid}")
+def peak_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    return status_mib(Path(f"/proc/{pid}/status").read_text(), "VmHWM")
 
 
 def main() -> None:
@@ -238,7 +232,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sortd-bench-"))
     base = None
     if args.base:
-        from attack import build  # bench/attack.py, next to this file
         revision = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True,
                                   capture_output=True, text=True).stdout.strip()
         base = build(revision, work)
@@ -316,12 +309,12 @@ def main() -> None:
                 median_ms, size = time_request(port, body_file, runs)
                 print(f"{count:>10,} integers ({mib:.1f} MiB){label}: {median_ms:8.1f} ms median of {runs}, "
                       f"curl end to end on loopback ({size / 2**20:.1f} MiB answer)")
-        print(f"  peak RSS after these: {rss_kib(big.pid, 'VmHWM') / 1024:.0f} MiB (limits raised to 512 MiB / 2e7)")
+        print(f"  peak RSS after these: {peak_mib(big.pid):.0f} MiB (limits raised to 512 MiB / 2e7)")
         processes.stop(big)
 
         # Peak memory of the largest body under the default limits, fresh process.
         fresh, fresh_port = start_sortd(processes, {})
-        idle = rss_kib(fresh.pid, "VmHWM")
+        idle = peak_mib(fresh.pid)
         body_file = work / "body-largest.json"
         count = 0
         parts = []
@@ -335,9 +328,9 @@ def main() -> None:
             count += 1
         body_file.write_text("[" + ",".join(parts) + "]")
         median_ms, _ = time_request(fresh_port, body_file, 1)
-        peak = rss_kib(fresh.pid, "VmHWM")
+        peak = peak_mib(fresh.pid)
         print(f"{max_body_bytes / 2**20:g} MiB body ({count:,} integers, default limits): {median_ms:.0f} ms; "
-              f"peak RSS {peak / 1024:.1f} MiB (idle {idle / 1024:.1f} MiB)")
+              f"peak RSS {peak:.1f} MiB (idle {idle:.1f} MiB)")
     finally:
         processes.stop_all()
         shutil.rmtree(work, ignore_errors=True)

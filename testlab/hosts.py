@@ -434,7 +434,8 @@ class Lab:
 
 # The cgroup hierarchies a host's processes join: systemd's own (v1 name=
 # systemd, and cgroup2) and the v1 controllers whose limits the tests rely on.
-CGROUP_HIERARCHIES = ("systemd", "unified", "memory", "pids")
+CGROUP_CONTROLLERS = ("memory", "pids")
+CGROUP_HIERARCHIES = ("systemd", "unified", *CGROUP_CONTROLLERS)
 
 
 def cgroup_dirs(cgroup: str) -> list[Path]:
@@ -448,7 +449,7 @@ def _delegate_controllers(host: "Host") -> None:
     systemd cannot apply MemoryMax or TasksMax. Make them writable (the host
     sees only its own subtree: nspawn gives it a cgroup namespace) and have
     systemd look again; after this, a unit past its MemoryMax is killed."""
-    mounted = [c for c in ("memory", "pids")
+    mounted = [c for c in CGROUP_CONTROLLERS
                if host.run(["mountpoint", "-q", f"/sys/fs/cgroup/{c}"], check=False).returncode == 0]
     if not mounted:
         return  # a cgroup2-only machine: nspawn delegates the controllers itself

@@ -49,14 +49,18 @@ def cluster(debs, work):
         yield lab, hosts
 
 
-def deploy(cluster, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
-    """The playbook, with the lab's bridge exempt from the load balancer's
+def lab_client_exempt(lab) -> list[str]:
+    """Arguments that exempt the lab's bridge from the load balancer's
     per-client limits: every load loop here comes from that one address (the
     127.0.0.1:8080 forward), far above one client's rate. The limits are
     tested from other hosts (test_one_client_cannot_take_the_cluster)."""
+    return ["-e", json.dumps({"lb_unlimited_clients": [lab.gateway]})]
+
+
+def deploy(cluster, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
+    """The playbook as a user runs it, with the lab's client exempt."""
     lab, hosts = cluster
-    exempt = json.dumps({"lb_unlimited_clients": [lab.gateway]})
-    return playbook(hosts, deb, "-e", exempt, *args, check=check)
+    return playbook(hosts, deb, *lab_client_exempt(lab), *args, check=check)
 
 
 def version_on(lab, node: str) -> str:
@@ -402,10 +406,8 @@ def test_one_deployment_at_a_time(cluster, debs, work):
     lab, hosts = cluster
     old, new = (deb.name.split("_")[1] for deb in debs)
     lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
-    exempt = json.dumps({"lb_unlimited_clients": [lab.gateway]})
-
     def start(*args: str):
-        return start_playbook(hosts, "-e", exempt, *args)
+        return start_playbook(hosts, *lab_client_exempt(lab), *args)
 
     def lock_taken() -> bool:
         return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from bench.attack import post, shapes
+from bench.attack import cpu_seconds, post, shapes, status_mib
 from clusters import under_load
 from testlab import Forward, HostSpec, Lab, free_port
 
@@ -43,8 +43,7 @@ def service(host, prop: str) -> str:
 
 def rss_mib(host, field: str = "VmRSS") -> float:
     """sortd's resident memory now (VmRSS), or its peak (VmHWM)."""
-    status = host.run(["cat", f"/proc/{service(host, 'MainPID')}/status"]).stdout
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:"))) / 1024
+    return status_mib(host.run(["cat", f"/proc/{service(host, 'MainPID')}/status"]).stdout, field)
 
 
 # "Near idle" after a burst that peaks at ~300 MiB: what is left is a few
@@ -62,10 +61,8 @@ def back_to_idle(host, idle: float, seconds: float) -> float:
     return now
 
 
-def cpu_seconds(host) -> float:
-    stat = host.run(["cat", f"/proc/{service(host, 'MainPID')}/stat"]).stdout
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # USER_HZ
+def sortd_cpu(host) -> float:
+    return cpu_seconds(host.run(["cat", f"/proc/{service(host, 'MainPID')}/stat"]).stdout)
 
 
 def test_the_host_kills_a_unit_past_its_memory_max(host):
@@ -96,10 +93,10 @@ def test_attacks_never_take_the_node_down(host, http_port, tmp_path):
         for name, body, clients, _ in shapes(limit):
             back_to_idle(host, idle, 3)  # each row's peak its own
             host.run(["sh", "-c", f"echo 5 > /proc/{pid}/clear_refs"])  # VmHWM = VmRSS now
-            cpu, started = cpu_seconds(host), time.monotonic()
+            cpu, started = sortd_cpu(host), time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(clients) as pool:
                 statuses = Counter(pool.map(lambda _: post(http_port, body, timeout=120), range(clients)))
-            rows.append((name, dict(statuses), rss_mib(host, "VmHWM"), cpu_seconds(host) - cpu,
+            rows.append((name, dict(statuses), rss_mib(host, "VmHWM"), sortd_cpu(host) - cpu,
                          time.monotonic() - started))
     unit_peak = int(cgroup_file(host, "memory.max_usage_in_bytes")) / MIB
     # Memory back near idle: the allocator returns what the burst took.
