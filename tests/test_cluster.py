@@ -375,17 +375,19 @@ def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs,
     lab, _ = cluster
     old, new = (deb.name.split("_")[1] for deb in debs)
     assert [version_on(lab, node) for node in WEB] == [new] * 3
-    with under_load(LOAD_URL, work) as load:
-        output, took = deploy(cluster, debs[1], "-e", "sortd_rollback=previous")
-    measure(f"rollback to the previous release, rolling: {took:.1f}s; {load['requests']} requests, "
-            f"{load['failed']} failed")
-    assert load["failed"] == 0, load["failures"]
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
+
+    def roll_back(to: str, version: str, what: str) -> None:
+        """A rollback as a user types it, rolling under the load loop."""
+        with under_load(LOAD_URL, work) as load:
+            _, took = deploy(cluster, debs[1], "-e", f"sortd_rollback={to}")
+        measure(f"rollback to {what}, rolling: {took:.1f}s; {load['requests']} requests, {load['failed']} failed")
+        assert load["failed"] == 0, load["failures"]
+        assert [version_on(lab, node) for node in WEB] == [version] * 3
+
+    roll_back("previous", old, "the previous release")
     # To a version kept on the nodes, then to a .deb file of the control node.
-    deploy(cluster, debs[1], "-e", f"sortd_rollback={new}")
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
-    deploy(cluster, debs[1], "-e", f"sortd_rollback={debs[0]}")
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    roll_back(new, new, "a named version kept on the nodes")
+    roll_back(str(debs[0]), old, "a .deb file of the control node")
     # A version no node keeps: the play stops before touching any, and says
     # which versions there are.
     output, _ = deploy(cluster, debs[1], "-e", "sortd_rollback=9.9.9-1", check=False)
@@ -444,6 +446,37 @@ def test_one_deployment_at_a_time(cluster, debs, work):
     assert "Broke the deploy lock of" in broke, broke[-3000:]
     finish(start("-e", f"release_deb={debs[1]}"))
     assert [version_on(lab, node) for node in WEB] == [new] * 3
+
+
+def test_a_failed_run_releases_the_lock(cluster, debs):
+    lab, hosts = cluster
+    new = debs[1].name.split("_")[1]
+    lock = "/var/lib/sortd-deploy/lock"
+
+    def lock_taken() -> bool:
+        return lab.hosts["lb-01"].run(["test", "-e", lock], check=False).returncode == 0
+
+    # A node that cannot be reached stops the run before the lock is taken
+    # and before any node changes.
+    lab.hosts["web-03"].run(["systemctl", "stop", "ssh"])
+    try:
+        started = time.monotonic()
+        output, _ = deploy(cluster, debs[1], "-e", "sortd_rollback=previous", check=False)
+        took = time.monotonic() - started
+    finally:
+        lab.hosts["web-03"].run(["systemctl", "start", "ssh"])
+    measure(f"a run with web-03 unreachable stopped in {took:.1f}s, before the lock")
+    assert "fatal: [web-03]" in output and "Take the cluster's deploy lock" not in output, output[-3000:]
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [new] * 3 and not lock_taken()
+    # The load balancer's play fails (a rate nginx refuses): the lock is
+    # released, and the balancer keeps serving with its running settings.
+    output, _ = deploy(cluster, debs[1], "-e", "lb_client_rate=fast", check=False)
+    assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
+    assert not lock_taken()
+    assert sort_at(8080) == SORTED
+    deploy(cluster, debs[1])
+    assert not lock_taken()
 
 
 def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
