@@ -1,4 +1,5 @@
-"""Test hosts: real Debian 12 machines with systemd as PID 1, on this machine.
+"""Test hosts: real Debian machines (13 "trixie" by default, or 12 "bookworm")
+with systemd as PID 1, on this machine.
 
 Each host is a systemd-nspawn container booted from a shared mmdebstrap root
 filesystem (an overlayfs per host), on a bridge inside a network namespace
@@ -41,7 +42,10 @@ APT_PROXY_PORT = 3142  # inside a lab: the gateway's port 3142, apt-cacher-ng's 
 # On this machine our apt-cacher-ng listens on its own port, so a stock
 # apt-cacher-ng already running on 3142 (with remap rules) is never used.
 HOST_APT_PROXY_PORT = 3149
-SUITE = "bookworm"
+# The Debian suites a host can run: the first is the default (the current
+# stable); the others stay tested while Debian supports them.
+SUITES = ("trixie", "bookworm")
+DEFAULT_SUITE = SUITES[0]
 PACKAGES = [
     "systemd-sysv", "dbus", "openssh-server", "sudo", "python3", "python3-apt",
     "iproute2", "iputils-ping", "procps", "curl", "ca-certificates", "netbase",
@@ -61,12 +65,13 @@ class Forward:
 
 @dataclass(frozen=True)
 class HostSpec:
-    """What a test host is: its name, address on the lab bridge, and
-    forwarded ports."""
+    """What a test host is: its name, address on the lab bridge, forwarded
+    ports, and Debian suite."""
 
     name: str
     ip: str
     forwards: list[Forward] = field(default_factory=list)
+    suite: str = DEFAULT_SUITE
 
 
 def log(message: str) -> None:
@@ -103,25 +108,35 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> N
     raise TimeoutError(f"{what}: not after {timeout:.0f}s")
 
 
-def rootfs() -> Path:
-    """The shared Debian 12 root filesystem, built once and cached."""
-    return cached_rootfs("nspawn", PACKAGES)
+def rootfs(suite: str = DEFAULT_SUITE) -> Path:
+    """The shared root filesystem of a suite's hosts, built once and cached."""
+    return cached_rootfs("nspawn", PACKAGES, suite)
 
 
-def cached_rootfs(flavor: str, packages: list[str]) -> Path:
-    """A Debian 12 root filesystem with `packages`, a `vagrant` user with
-    passwordless sudo, systemd-networkd and sshd enabled and no SSH host keys;
-    built once per package list and cached under CACHE."""
-    key = hashlib.sha256(" ".join([SUITE, *packages, "v2"]).encode()).hexdigest()[:12]
-    root = CACHE / f"rootfs-{flavor}-{SUITE}-{key}"
+def suite_of(name: str) -> str:
+    """The suite a Vagrant box's name or a suite's name names:
+    debian/trixie64 -> trixie."""
+    found = [suite for suite in SUITES if suite in name]
+    if not found:
+        raise ValueError(f"{name!r} names none of the Debian suites the lab boots: {', '.join(SUITES)}")
+    return found[0]
+
+
+def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE) -> Path:
+    """A root filesystem of a Debian suite with `packages`, a `vagrant` user
+    with passwordless sudo, systemd-networkd and sshd enabled and no SSH host
+    keys; built once per suite and package list and cached under CACHE."""
+    suite = suite_of(suite)
+    key = hashlib.sha256(" ".join([suite, *packages, "v2"]).encode()).hexdigest()[:12]
+    root = CACHE / f"rootfs-{flavor}-{suite}-{key}"
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob(f"rootfs-{flavor}-*"):  # older package lists
+    for stale in CACHE.glob(f"rootfs-{flavor}-{suite}-*"):  # older package lists
         shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log(f"building {root} with mmdebstrap (about a minute, once)")
-    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(packages)}", SUITE, str(root)])
+    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(packages)}", suite, str(root)])
     chroot = ["chroot", str(root)]
     run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant"])
     (root / "etc/sudoers.d/vagrant").write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
@@ -283,8 +298,7 @@ class Lab:
 
     def boot_all(self, specs: list[HostSpec], timeout: float = 90) -> list[Host]:
         started = time.monotonic()
-        lower = rootfs()
-        launched = [(spec, self._start(spec, self._prepare(spec, lower))) for spec in specs]
+        launched = [(spec, self._start(spec, self._prepare(spec, rootfs(spec.suite)))) for spec in specs]
         hosts = []
         for spec, (root, nspawn) in launched:
             host = self._await(spec, root, nspawn, timeout)

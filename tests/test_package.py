@@ -1,7 +1,9 @@
-"""The .deb on a real Debian 12 host with systemd as PID 1 (a test host):
-install, crash recovery, upgrade under load, remove and purge.
+"""The .deb on a real Debian host with systemd as PID 1 (a test host), one of
+each suite the lab boots (trixie, bookworm): lintian, systemd's and nginx's
+checks, install, crash recovery, upgrade under load, remove, reinstall,
+purge, and an install and upgrade that come before nginx does.
 
-The tests run in order against one host, as an administrator would.
+The tests run in order against one host per suite, as an administrator would.
 """
 
 import json
@@ -12,35 +14,49 @@ import pytest
 import testlab.load
 from clusters import METRICS_SPELLINGS, metrics_leaks
 from testlab import Forward, HostSpec, Lab, free_port
+from testlab.hosts import SUITES
 
 SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
 
 
+@pytest.fixture(scope="module", params=SUITES)
+def suite(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def lab():
-    with Lab("package") as lab:
+def lab(suite):
+    with Lab(f"package-{suite}") as lab:
         yield lab
 
 
 @pytest.fixture(scope="module")
-def http_port() -> int:
+def http_port(lab) -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
-def host(lab, http_port):
-    return lab.boot(HostSpec("pkg-01", "10.231.0.21", [Forward(http_port, 80)]))
+def host(lab, http_port, suite):
+    return lab.boot(HostSpec("pkg-01", "10.231.0.21", [Forward(http_port, 80)], suite=suite))
 
 
 def curl(host, *args: str) -> str:
     return host.run(["curl", "-sS", "--max-time", "10", *args]).stdout
 
 
-def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, http_port):
+def test_lintian_of_the_hosts_suite_passes(host, debs, suite):
     first, _ = debs
     host.put(first, "/root/sortd-1.deb")
     host.run(["apt-get", "update", "-q"])
+    host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "lintian"], timeout=900)
+    version = host.run(["dpkg-query", "-W", "-f", "${Version}", "lintian"]).stdout
+    checked = host.run(["lintian", "--fail-on", "error,warning", "/root/sortd-1.deb"], check=False)
+    print(f"lintian {version} ({suite}): exit {checked.returncode}; {checked.stdout.strip() or 'no tags'}")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, http_port):
     host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd-1.deb"])
 
     assert host.run(["systemctl", "is-active", "sortd.socket", "sortd.service", "nginx"]).stdout.split() \
@@ -69,13 +85,15 @@ def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, h
     assert status == "413" and json.loads(body)["error"]["code"] == "body_too_large", too_large
 
 
-def test_package_files_pass_systemd_and_nginx_checks(host):
+def test_package_files_pass_systemd_and_nginx_checks(host, suite):
     verify = host.run(["systemd-analyze", "verify", "sortd.socket", "sortd.service"], check=False)
     assert verify.returncode == 0 and verify.stdout.strip() == "" and verify.stderr.strip() == "", \
         verify.stdout + verify.stderr
     security = host.run(["systemd-analyze", "security", "sortd.service"]).stdout
     exposure = float(security.split("Overall exposure level for sortd.service:")[1].split()[0])
-    print(f"systemd-analyze security sortd.service (online, on the host): {exposure}")
+    systemd = host.run(["dpkg-query", "-W", "-f", "${Version}", "systemd"]).stdout
+    print(f"systemd-analyze verify: clean; security sortd.service (online, {suite} host, systemd {systemd}): "
+          f"{exposure}")
     assert exposure <= 1.0
     assert host.run(["test", "-f", "/usr/share/man/man8/sortd.8.gz"]).returncode == 0
     assert "SORTD_MAX_BODY_BYTES=16777216" in host.sh("cat /etc/default/sortd")
@@ -208,7 +226,20 @@ def test_upgrade_under_load_fails_no_request(host, debs):
     assert summary["failed"] == 0, summary["failures"]
 
 
-def test_remove_stops_it_and_purge_leaves_nothing(host):
+def nothing_left(host) -> str:
+    """What a purged sortd left behind: files, package state, user, units."""
+    return host.sh(
+        "dpkg -S sortd 2>/dev/null || true; dpkg -l sortd 2>/dev/null | grep '^.[^n]' || true; "
+        "find /etc /usr /var/lib /run -name '*sortd*' 2>/dev/null; "
+        "getent passwd sortd || true; systemctl list-unit-files 'sortd*' --no-legend || true").strip()
+
+
+def serves(host) -> bool:
+    return host.run(["systemctl", "is-active", "sortd.socket", "nginx"], check=False).stdout.split() \
+        == ["active"] * 2 and curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
+
+
+def test_remove_reinstall_and_purge_leaves_nothing(host, debs):
     host.run(["apt-get", "remove", "-y", "-q", "sortd"])
     assert host.run(["systemctl", "is-active", "sortd.service", "sortd.socket"], check=False).stdout.split() \
         == ["inactive", "inactive"]
@@ -217,12 +248,31 @@ def test_remove_stops_it_and_purge_leaves_nothing(host):
     host.run(["nginx", "-t", "-q"])
     assert host.run(["test", "-f", "/etc/default/sortd"]).returncode == 0  # conffiles stay on remove
 
+    # Installed again over its kept configuration, it serves again.
+    host.run(["apt-get", "install", "-y", "-q", "/root/sortd-2.deb"])
+    assert serves(host)
+
     host.run(["apt-get", "purge", "-y", "-q", "sortd"])
-    leftovers = host.sh(
-        "dpkg -S sortd 2>/dev/null || true; dpkg -l sortd 2>/dev/null | grep '^.[^n]' || true; "
-        "find /etc /usr /var/lib /run -name '*sortd*' 2>/dev/null; "
-        "getent passwd sortd || true; systemctl list-unit-files 'sortd*' --no-legend || true")
-    assert leftovers.strip() == "", leftovers
+    assert nothing_left(host) == ""
     # nginx's stock default site is back, and nginx still runs.
     assert host.sh("readlink /etc/nginx/sites-enabled/default").strip() == "/etc/nginx/sites-available/default"
     assert host.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"
+
+
+def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, debs):
+    # dpkg alone on a host without nginx: sortd is unpacked but cannot be
+    # configured; upgraded so, it stays unconfigured; once apt brings nginx,
+    # both are configured, in dependency order, and sortd serves.
+    host.run(["apt-get", "purge", "-y", "-q", "nginx", "nginx-common"])
+    host.run(["apt-get", "autoremove", "-y", "-q", "--purge"])
+    first = host.run(["dpkg", "-i", "/root/sortd-1.deb"], check=False)
+    assert first.returncode != 0 and "nginx" in first.stderr, first.stdout + first.stderr
+    second = host.run(["dpkg", "-i", "/root/sortd-2.deb"], check=False)
+    assert second.returncode != 0, second.stdout + second.stderr
+    assert host.run(["dpkg-query", "-W", "-f", "${Status}", "sortd"]).stdout == "install ok unpacked"
+    host.run(["apt-get", "install", "-f", "-y", "-q", "--no-install-recommends"])
+    assert host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sortd"]).stdout \
+        == f"install ok installed {debs[1].name.split('_')[1]}"
+    assert serves(host)
+    host.run(["apt-get", "purge", "-y", "-q", "sortd"])
+    assert nothing_left(host) == ""
