@@ -2,7 +2,8 @@
 
 The Vagrant nodes of a cluster file (those without an `ssh` block, as
 inventory.py reads them) boot as test hosts in one lab: each at its first
-private address, with its forwarded ports on this machine. The lab then
+private address, with its forwarded ports on this machine, on the Debian
+suite its box names (debian/bookworm64: bookworm; trixie by default). The lab then
 writes a second cluster file that describes the same nodes the way a user
 describes cloud hosts, with `ssh` blocks (127.0.0.1 at the forwarded SSH port,
 user `vagrant`, the lab's key, a known_hosts file with the hosts' keys), so
@@ -13,13 +14,14 @@ them exactly as to cloud hosts.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import inventory
 
-from .hosts import Forward, HostSpec, Lab, listening
+from .hosts import DEFAULT_SUITE, Forward, HostSpec, Lab, listening, suite_of
 
 CLUSTER_LAB = "cluster"
 DEFAULT_SUBNET = "10.231.0"
@@ -29,6 +31,13 @@ def vagrant_nodes(cluster_file: Path) -> list[dict]:
     """The nodes of a cluster file that Vagrant (or a lab) brings up, as
     inventory.py reads and checks them: those without an `ssh` block."""
     return [node for node in inventory.load_cluster(cluster_file) if "ssh" not in node]
+
+
+def node_suite(node: dict) -> str:
+    """The Debian suite of a cluster file's node, from the Vagrant box it
+    names (or $SORTD_BOX, as the Vagrantfile reads it): debian/bookworm64 ->
+    bookworm; the lab's default suite for the Vagrantfile's default box."""
+    return suite_of(node.get("box") or os.environ.get("SORTD_BOX") or DEFAULT_SUITE)
 
 
 def node_forwards(node: dict) -> list[Forward]:
@@ -80,7 +89,7 @@ def cluster_lab(source: Path, name: str = CLUSTER_LAB) -> ClusterLab:
     subnet = addresses[0].rsplit(".", 1)[0] if addresses else DEFAULT_SUBNET
     specs = [HostSpec(name=node["host_name"],
                       ip=(node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}])[0]["ip"],
-                      forwards=node_forwards(node))
+                      forwards=node_forwards(node), suite=node_suite(node))
              for index, node in enumerate(nodes)]
     return ClusterLab(source, Lab(name, subnet=subnet), specs, nodes)
 

@@ -101,6 +101,13 @@ def metrics_leaks(port: int) -> list[str]:
     return leaks
 
 
+def served(lab, node: str) -> int:
+    """Sort requests a web node answered 200, from its own /metrics."""
+    metrics = lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/metrics"]).stdout
+    found = re.search(r'^sortd_http_requests_total\{route="/",method="POST",status="200"\} (\d+)', metrics, re.M)
+    return int(found.group(1)) if found else 0
+
+
 def sort_at(port: int) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=SORT_BODY)
     with urllib.request.urlopen(request, timeout=10) as answer:

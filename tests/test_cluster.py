@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, metrics_leaks, playbook,
-                      recap, sort_at, start_playbook, under_load)
+                      recap, served, sort_at, start_playbook, under_load)
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
@@ -67,13 +67,6 @@ def version_on(lab, node: str) -> str:
     answer = lab.hosts[node].run(["curl", "-s", "-D", "-", "-o", "/dev/null", "http://127.0.0.1/healthz"]).stdout
     return next(line.split(":", 1)[1].strip() for line in answer.splitlines()
                 if line.lower().startswith("x-sortd-version:"))
-
-
-def served(lab, node: str) -> int:
-    """Sort requests a web node answered 200, from its own /metrics."""
-    metrics = lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/metrics"]).stdout
-    found = re.search(r'^sortd_http_requests_total\{route="/",method="POST",status="200"\} (\d+)', metrics, re.M)
-    return int(found.group(1)) if found else 0
 
 
 def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
