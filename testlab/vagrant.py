@@ -1,5 +1,5 @@
 """Real `vagrant up` on this machine: vagrant-libvirt, qemu in software
-emulation, and a Debian 12 box built here from Debian's packages.
+emulation, and a Debian 13 "trixie" box built here from Debian's packages.
 
 A `VagrantLab` is a test-host `Lab` (its own network namespace, apt through
 our apt-cacher-ng, cleanup by PID on exit or by `down`) that also runs
@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from .hosts import (APT_PROXY_PORT, CACHE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
+from .hosts import (APT_PROXY_PORT, CACHE, DEFAULT_SUITE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
                     cached_rootfs, down, log, run, wait_until)
 
 LAB = "vagrant"
@@ -53,7 +53,7 @@ LIBVIRT_DIRS = ("/etc/libvirt", "/var/lib/libvirt", "/run/libvirt", "/var/log/li
 # machines), the kernel booted directly (the image has no boot loader), no
 # graphics.
 BOX_VAGRANTFILE = """\
-# Debian 12 box for vagrant-libvirt built by sortd's testlab/vagrant.py.
+# Debian box for vagrant-libvirt built by sortd's testlab/vagrant.py.
 Vagrant.configure("2") do |config|
   config.vm.provider :libvirt do |libvirt|
     libvirt.driver = "qemu"
@@ -81,10 +81,10 @@ def box(apt_proxy: str | None = None) -> str:
     returns its name for SORTD_BOX. `apt_proxy` is written to the box's apt
     configuration (its VMs reach Debian's archive only through it)."""
     key = hashlib.sha256(json.dumps([BOX_PACKAGES, apt_proxy, BOX_FORMAT]).encode()).hexdigest()[:12]
-    name = f"sortd-test/bookworm-{key}"
-    box_file = CACHE / f"sortd-bookworm-{key}.box"
+    name = f"sortd-test/{DEFAULT_SUITE}-{key}"
+    box_file = CACHE / f"sortd-{DEFAULT_SUITE}-{key}.box"
     if not box_file.exists():
-        for stale in [*CACHE.glob("sortd-bookworm-*.box"), *CACHE.glob("sortd-bookworm-*.json")]:
+        for stale in [*CACHE.glob("sortd-*-*.box"), *CACHE.glob("sortd-*-*.json")]:
             stale.unlink()
         _build_box(box_file, apt_proxy)
     listed = vagrant(["box", "list", "--machine-readable"], capture_output=True, text=True).stdout
