@@ -28,9 +28,18 @@ def build_deb(into: Path, revision: str | None = None) -> Path:
     its own (UTC time), and copies it into `into`; returns the copy's path.
     The build itself stays in target/debian (cargo deb removes older ones),
     where the web role finds the newest package."""
+    return _built(into, [str(ROOT / "debian" / "build")], revision)
+
+
+def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
+    """The .deb for another architecture (debian/build-cross ARCH), copied
+    into `into`."""
+    return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision)
+
+
+def _built(into: Path, command: list[str], revision: str | None) -> Path:
     env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
-    out = subprocess.run([str(ROOT / "debian" / "build")], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     built = Path(out.strip().splitlines()[-1])
     return Path(shutil.copy(built, into / built.name))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import build_deb
+from clusters import build_deb, build_foreign_deb
 
 # The suites run the deployment's tools (ansible-playbook, and the Vagrant
 # provisioner's) from the environment pytest runs in, as scripts/run-tests
@@ -21,3 +21,10 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
     into = tmp_path_factory.mktemp("debs")
     base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return build_deb(into, f"{base}.1"), build_deb(into, f"{base}.2")
+
+
+@pytest.fixture(scope="session")
+def arm64_deb(tmp_path_factory, debs) -> Path:
+    """The arm64 build of the package (debian/build-cross), with the second
+    native build's version: one release, two architectures."""
+    return build_foreign_deb(tmp_path_factory.mktemp("arm64"), "arm64", debs[1].name.split("_")[1].split("-")[-1])

@@ -45,15 +45,18 @@ def curl(host, *args: str) -> str:
     return host.run(["curl", "-sS", "--max-time", "10", *args]).stdout
 
 
-def test_lintian_of_the_hosts_suite_passes(host, debs, suite):
+def test_lintian_of_the_hosts_suite_passes(host, debs, arm64_deb, suite):
     first, _ = debs
     host.put(first, "/root/sortd-1.deb")
+    host.put(arm64_deb, "/root/sortd-arm64.deb")
     host.run(["apt-get", "update", "-q"])
     host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "lintian"], timeout=900)
     version = host.run(["dpkg-query", "-W", "-f", "${Version}", "lintian"]).stdout
-    checked = host.run(["lintian", "--fail-on", "error,warning", "/root/sortd-1.deb"], check=False)
-    print(f"lintian {version} ({suite}): exit {checked.returncode}; {checked.stdout.strip() or 'no tags'}")
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for deb in ("/root/sortd-1.deb", "/root/sortd-arm64.deb"):
+        checked = host.run(["lintian", "--fail-on", "error,warning", deb], check=False)
+        print(f"lintian {version} ({suite}) on {deb}: exit {checked.returncode}; "
+              f"{checked.stdout.strip() or 'no tags'}")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, http_port):
