@@ -31,6 +31,11 @@ def build_deb(into: Path, revision: str | None = None) -> Path:
     return _built(into, [str(ROOT / "debian" / "build")], revision)
 
 
+def version_of(deb: Path) -> str:
+    """A package's full Debian version, from its file name (sortd_VERSION_ARCH.deb)."""
+    return deb.name.split("_")[1]
+
+
 def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
     """The .deb for another architecture (debian/build-cross ARCH), copied
     into `into`."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import build_deb, build_foreign_deb
+from clusters import build_deb, build_foreign_deb, version_of
 
 # The suites run the deployment's tools (ansible-playbook, and the Vagrant
 # provisioner's) from the environment pytest runs in, as scripts/run-tests
@@ -27,4 +27,4 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
 def arm64_deb(tmp_path_factory, debs) -> Path:
     """The arm64 build of the package (debian/build-cross), with the second
     native build's version: one release, two architectures."""
-    return build_foreign_deb(tmp_path_factory.mktemp("arm64"), "arm64", debs[1].name.split("_")[1].split("-")[-1])
+    return build_foreign_deb(tmp_path_factory.mktemp("arm64"), "arm64", version_of(debs[1]).split("-")[-1])

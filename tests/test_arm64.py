@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clusters import ROOT, SORTED, cluster_up, playbook, recap, sort_at
+from clusters import ROOT, SORTED, cluster_up, playbook, recap, sort_at, version_of
 from test_readme import api_examples
 from testlab import free_port, listening
 from testlab.hosts import wait_until
@@ -60,7 +60,7 @@ def test_the_arm64_binary_answers_the_readme_api_examples(arm64_libc, unpacked, 
     sortd = str(unpacked / "usr/bin/sortd")
     env = dict(os.environ, QEMU_LD_PREFIX=str(arm64_libc))
     version = subprocess.run([sortd, "--version"], env=env, capture_output=True, text=True, check=True).stdout
-    assert version.split()[-1] == arm64_deb.name.split("_")[1]
+    assert version.split()[-1] == version_of(arm64_deb)
     port = free_port()
     process = subprocess.Popen([sortd], env=dict(env, SORTD_LISTEN=f"127.0.0.1:{port}"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -81,7 +81,7 @@ def test_the_arm64_binary_answers_the_readme_api_examples(arm64_libc, unpacked, 
 
 
 def test_each_node_gets_the_build_of_its_own_architecture(debs, arm64_deb, tmp_path):
-    version = debs[1].name.split("_")[1]
+    version = version_of(debs[1])
     # Named: the arm64 package. The (amd64) node gets the amd64 build of the
     # same release, found beside it or in the repository's build folder.
     beside = tmp_path / "release"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, metrics_leaks, playbook,
-                      recap, served, sort_at, start_playbook, under_load)
+                      recap, served, sort_at, start_playbook, under_load, version_of)
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
@@ -244,7 +244,7 @@ def test_losing_a_whole_node_fails_no_request(cluster, work):
 
 def test_rolling_upgrade_fails_no_request(cluster, debs, work):
     lab, hosts = cluster
-    old, new = (deb.name.split("_")[1] for deb in debs)
+    old, new = (version_of(deb) for deb in debs)
     with under_load(LOAD_URL, work) as load:
         output, took = deploy(cluster, debs[1])
     measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s; {load['requests']} requests, "
@@ -347,9 +347,9 @@ def broken_release(deb: Path, work: Path) -> Path:
 
 def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work):
     lab, hosts = cluster
-    good = debs[1].name.split("_")[1]
+    good = version_of(debs[1])
     bad = broken_release(debs[1], work)
-    bad_version = bad.name.split("_")[1]
+    bad_version = version_of(bad)
     with under_load(LOAD_URL, work) as load:
         output, took = deploy(cluster, bad, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
                               check=False)
@@ -366,7 +366,7 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
 
 def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs, work):
     lab, _ = cluster
-    old, new = (deb.name.split("_")[1] for deb in debs)
+    old, new = (version_of(deb) for deb in debs)
     assert [version_on(lab, node) for node in WEB] == [new] * 3
 
     def roll_back(to: str, version: str, what: str) -> None:
@@ -399,7 +399,7 @@ def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs,
 
 def test_one_deployment_at_a_time(cluster, debs, work):
     lab, hosts = cluster
-    old, new = (deb.name.split("_")[1] for deb in debs)
+    old, new = (version_of(deb) for deb in debs)
     lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
     def start(*args: str):
         return start_playbook(hosts, *lab_client_exempt(lab), *args)
@@ -443,7 +443,7 @@ def test_one_deployment_at_a_time(cluster, debs, work):
 
 def test_a_failed_run_releases_the_lock(cluster, debs):
     lab, hosts = cluster
-    new = debs[1].name.split("_")[1]
+    new = version_of(debs[1])
     lock = "/var/lib/sortd-deploy/lock"
 
     def lock_taken() -> bool:
@@ -506,7 +506,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def test_status_history_and_logs_of_the_fleet(cluster, debs):
     lab, hosts = cluster
-    new = debs[1].name.split("_")[1]
+    new = version_of(debs[1])
 
     def run(playbook_file: str, *args: str, check: bool = True) -> tuple[int, str]:
         process = start_playbook(hosts, *args, playbook_file=playbook_file)

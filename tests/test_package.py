@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import testlab.load
-from clusters import METRICS_SPELLINGS, metrics_leaks
+from clusters import METRICS_SPELLINGS, metrics_leaks, version_of
 from testlab import Forward, HostSpec, Lab, free_port
 from testlab.hosts import SUITES
 
@@ -223,7 +223,7 @@ def test_upgrade_under_load_fails_no_request(host, debs):
     version = host.run(["dpkg-query", "-W", "-f", "${Version}", "sortd"]).stdout
     print(f"upgrade to {version} under load: {summary['requests']} requests in {summary['seconds']} s, "
           f"{summary['failed']} failed; pid {pid_before} -> {pid_after}")
-    assert version == second.name.split("_")[1]
+    assert version == version_of(second)
     assert pid_after != pid_before, "the upgrade did not restart sortd"
     assert summary["requests"] > 100
     assert summary["failed"] == 0, summary["failures"]
@@ -275,7 +275,7 @@ def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, debs):
     assert host.run(["dpkg-query", "-W", "-f", "${Status}", "sortd"]).stdout == "install ok unpacked"
     host.run(["apt-get", "install", "-f", "-y", "-q", "--no-install-recommends"])
     assert host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sortd"]).stdout \
-        == f"install ok installed {debs[1].name.split('_')[1]}"
+        == f"install ok installed {version_of(debs[1])}"
     assert serves(host)
     host.run(["apt-get", "purge", "-y", "-q", "sortd"])
     assert nothing_left(host) == ""

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from clusters import PLAIN_ANSIBLE, ROOT, SORTED, build_deb, recap, sort_at
+from clusters import PLAIN_ANSIBLE, ROOT, SORTED, build_deb, recap, sort_at, version_of
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.vagrant import VagrantLab, box
 
@@ -19,7 +19,7 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     timings = {}
     started = time.monotonic()
     # As a user would: the provisioner takes the newest build in target/debian.
-    version = build_deb(tmp_path).name.split("_")[1]
+    version = version_of(build_deb(tmp_path))
     timings["debian/build"] = time.monotonic() - started
 
     forwards = [forward for node in vagrant_nodes(ROOT / "cluster.json") for forward in node_forwards(node)]
