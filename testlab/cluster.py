@@ -81,15 +81,19 @@ class ClusterLab:
         return self.cluster_file
 
 
-def cluster_lab(source: Path, name: str = CLUSTER_LAB) -> ClusterLab:
+def cluster_lab(source: Path, name: str = CLUSTER_LAB, archs: dict[str, str] | None = None) -> ClusterLab:
     """A lab and host specs for the Vagrant nodes of a cluster file. Nodes
-    without a private address get one on the lab's subnet."""
+    without a private address get one on the lab's subnet. `archs` makes
+    some nodes hosts of another architecture (VMs under emulation), as cloud
+    hosts may be; a Vagrant box has the laptop's."""
     nodes = vagrant_nodes(source)
+    archs = archs or {}
     addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
     subnet = addresses[0].rsplit(".", 1)[0] if addresses else DEFAULT_SUBNET
     specs = [HostSpec(name=node["host_name"],
                       ip=(node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}])[0]["ip"],
-                      forwards=node_forwards(node), suite=node_suite(node))
+                      forwards=node_forwards(node), suite=node_suite(node),
+                      **({"arch": archs[node["host_name"]]} if node["host_name"] in archs else {}))
              for index, node in enumerate(nodes)]
     return ClusterLab(source, Lab(name, subnet=subnet), specs, nodes)
 

@@ -2,7 +2,8 @@
 with systemd as PID 1, on this machine.
 
 Each host is a systemd-nspawn container booted from a shared mmdebstrap root
-filesystem (an overlayfs per host), on a bridge inside a network namespace
+filesystem (an overlayfs per host), or, for another architecture (arm64), a
+qemu-system VM whose disk is made from such a root (testlab/vm.py), on a bridge inside a network namespace
 that a `Lab` creates and owns. Nothing leaves the namespace: apt goes through
 an apt-cacher-ng of our own on the host's 127.0.0.1:3149, and a host's ports are forwarded
 to 127.0.0.1 on this machine through socat pairs joined by unix sockets, as a
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +35,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import vm
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN = Path("/run/sortd-testhosts")
@@ -52,6 +56,8 @@ PACKAGES = [
     "nftables", "man-db",
 ]
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# This machine's Debian architecture: hosts of another one are VMs.
+NATIVE_ARCH = "amd64"
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,17 @@ class Forward:
 @dataclass(frozen=True)
 class HostSpec:
     """What a test host is: its name, address on the lab bridge, forwarded
-    ports, and Debian suite."""
+    ports, Debian suite and architecture."""
 
     name: str
     ip: str
     forwards: list[Forward] = field(default_factory=list)
     suite: str = DEFAULT_SUITE
+    arch: str = NATIVE_ARCH
+
+    @property
+    def emulated(self) -> bool:
+        return self.arch != NATIVE_ARCH
 
 
 def log(message: str) -> None:
@@ -108,9 +119,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2) -> N
     raise TimeoutError(f"{what}: not after {timeout:.0f}s")
 
 
-def rootfs(suite: str = DEFAULT_SUITE) -> Path:
-    """The shared root filesystem of a suite's hosts, built once and cached."""
-    return cached_rootfs("nspawn", PACKAGES, suite)
+def rootfs(suite: str = DEFAULT_SUITE, arch: str = NATIVE_ARCH) -> Path:
+    """The shared root filesystem of a suite's hosts, built once and cached;
+    with a kernel for another architecture's (VM) hosts."""
+    if arch == NATIVE_ARCH:
+        return cached_rootfs("nspawn", PACKAGES, suite)
+    return cached_rootfs("vm", PACKAGES + vm.vm_packages(arch), suite, arch, vm.mmdebstrap_options())
 
 
 def suite_of(name: str) -> str:
@@ -122,21 +136,31 @@ def suite_of(name: str) -> str:
     return found[0]
 
 
-def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE) -> Path:
-    """A root filesystem of a Debian suite with `packages`, a `vagrant` user
-    with passwordless sudo, systemd-networkd and sshd enabled and no SSH host
-    keys; built once per suite and package list and cached under CACHE."""
+def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE,
+                  arch: str = NATIVE_ARCH, options: list[str] | None = None) -> Path:
+    """A root filesystem of a Debian suite and architecture with `packages`,
+    a `vagrant` user with passwordless sudo, systemd-networkd and sshd
+    enabled and no SSH host keys; built once per suite, architecture and
+    package list and cached under CACHE. Another architecture's is built
+    with its programs run by qemu-user (scripts/binfmt)."""
     suite = suite_of(suite)
-    key = hashlib.sha256(" ".join([suite, *packages, "v2"]).encode()).hexdigest()[:12]
-    root = CACHE / f"rootfs-{flavor}-{suite}-{key}"
+    options = options or []
+    foreign = [] if arch == NATIVE_ARCH else [arch]
+    key = hashlib.sha256(" ".join([suite, *foreign, *packages, *options, "v2"]).encode()).hexdigest()[:12]
+    name = f"rootfs-{flavor}-{suite}" + ("" if arch == NATIVE_ARCH else f"-{arch}")
+    root = CACHE / f"{name}-{key}"
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob(f"rootfs-{flavor}-{suite}-*"):  # older package lists
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in CACHE.glob(f"{name}-*"):  # older package lists
+        if stale.name.count("-") == root.name.count("-"):
+            shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log(f"building {root} with mmdebstrap (about a minute, once)")
-    run(["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(packages)}", suite, str(root)])
+    log(f"building {root} with mmdebstrap (a minute or more, once)")
+    if arch != NATIVE_ARCH:
+        run([str(PROJECT / "scripts/binfmt"), arch])
+    run(["mmdebstrap", "--variant=apt", "--quiet", f"--architectures={arch}", *options,
+         f"--include={','.join(packages)}", suite, str(root)])
     chroot = ["chroot", str(root)]
     run([*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "vagrant"])
     (root / "etc/sudoers.d/vagrant").write_text("vagrant ALL=(ALL) NOPASSWD: ALL\n")
@@ -154,15 +178,16 @@ def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE) 
 
 class Host:
     """A booted test host. `run` executes a command inside it as root; SSH
-    reaches it as `vagrant` with `key`, and `host_key` is its sshd's key."""
+    reaches it as `vagrant` with `key`, and `host_key` is its sshd's key.
+    `pid` is the process that runs it on this machine (systemd-nspawn)."""
 
-    def __init__(self, spec: HostSpec, root: Path, leader: int, nspawn_pid: int, key: Path) -> None:
+    def __init__(self, spec: HostSpec, root: Path, leader: int, pid: int, key: Path) -> None:
         self.spec = spec
         self.name = spec.name
         self.ip = spec.ip
         self.root = root
         self.leader = leader
-        self.nspawn_pid = nspawn_pid
+        self.pid = pid
         self.key = key
 
     @property
@@ -172,14 +197,17 @@ class Host:
 
     def run(self, args: list[str], check: bool = True, timeout: float = 600,
             input: str | None = None) -> subprocess.CompletedProcess:
-        command = ["nsenter", "--target", str(self.leader), "--all", "--",
-                   "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=input)
+        result = subprocess.run(self.command(args), capture_output=True, text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"on {self.name}: {' '.join(args)} exited {result.returncode}\n"
                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
         return result
+
+    def command(self, args: list[str]) -> list[str]:
+        """What runs `args` inside the host as root, from this machine."""
+        return ["nsenter", "--target", str(self.leader), "--all", "--",
+                "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
 
     def sh(self, script: str, check: bool = True, timeout: float = 600) -> str:
         return self.run(["sh", "-ec", script], check=check, timeout=timeout).stdout
@@ -190,6 +218,27 @@ class Host:
         target = self.root / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
+        return dest
+
+
+class VmHost(Host):
+    """A booted VM test host (another architecture): `run` goes over SSH to
+    `vagrant` and sudo; `pid` is qemu's."""
+
+    def __init__(self, spec: HostSpec, root: Path, pid: int, key: Path, lab: "Lab") -> None:
+        super().__init__(spec, root, leader=0, pid=pid, key=key)
+        known_hosts = lab.run_dir / f"{spec.name}.known_hosts"
+        known_hosts.write_text(f"{spec.ip} {self.host_key}\n")
+        self.ssh = vm.ssh_command(spec, key, known_hosts, lab.run_dir / f"{spec.name}.ssh", lab.netns)
+
+    def command(self, args: list[str]) -> list[str]:
+        inner = ["sudo", "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
+        return [*self.ssh, shlex.join(inner)]
+
+    def put(self, source: Path, dest: str) -> str:
+        with open(source, "rb") as data:
+            subprocess.run([*self.ssh, shlex.join(["sudo", "sh", "-c", f"cat > {shlex.quote(dest)}"])],
+                           stdin=data, check=True, timeout=600, capture_output=True)
         return dest
 
 
@@ -298,7 +347,7 @@ class Lab:
 
     def boot_all(self, specs: list[HostSpec], timeout: float = 90) -> list[Host]:
         started = time.monotonic()
-        launched = [(spec, self._start(spec, self._prepare(spec, rootfs(spec.suite)))) for spec in specs]
+        launched = [(spec, self._start(spec, self._prepare(spec, rootfs(spec.suite, spec.arch)))) for spec in specs]
         hosts = []
         for spec, (root, nspawn) in launched:
             host = self._await(spec, root, nspawn, timeout)
@@ -313,7 +362,7 @@ class Lab:
         its disk (overlay) is kept for start_host."""
         host = self.hosts[name]
         host.run(["systemctl", "poweroff"], check=False)
-        wait_until(lambda: not _alive(host.nspawn_pid), timeout, f"{name} powered off")
+        wait_until(lambda: not _alive(host.pid), timeout, f"{name} powered off")
 
     def start_host(self, name: str, timeout: float = 90) -> Host:
         """Boots a host stopped by stop_host again, with its disk as it was."""
@@ -333,7 +382,13 @@ class Lab:
         self.state["mounts"].append(str(merged))
         self.save()
         self._configure(spec, merged)
+        if spec.emulated:
+            vm.disk_image(merged, self.disk_of(spec.name))
         return merged
+
+    def disk_of(self, name: str) -> Path:
+        """A VM host's disk image (kept from stop_host to start_host)."""
+        return self.data_dir / name / "disk.img"
 
     def _start(self, spec: HostSpec, merged: Path) -> tuple[Path, subprocess.Popen]:
         cgroup = f"sortd-testhosts/{self.name}/{spec.name}"
@@ -341,6 +396,15 @@ class Lab:
             directory.mkdir(parents=True, exist_ok=True)
         if cgroup not in self.state["cgroups"]:
             self.state["cgroups"].append(cgroup)
+        if spec.emulated:
+            tap = vm.tap_name(spec)
+            if run(["ip", "-n", self.netns, "link", "show", tap], check=False,
+                   capture_output=True).returncode != 0:  # not made yet (start_host: it was)
+                run(["ip", "-n", self.netns, "tuntap", "add", "dev", tap, "mode", "tap"])
+                run(["ip", "-n", self.netns, "link", "set", tap, "master", "br0", "up"])
+            qemu = self.spawn(self.in_netns(vm.qemu_command(spec, merged, self.disk_of(spec.name))),
+                              cgroup=cgroup, log_file=self.run_dir / f"{spec.name}.console")
+            return merged, qemu
         # nspawn picks the hierarchy this machine has: hybrid (systemd's own
         # tree on cgroup2, so BPF IP filters work; controllers on cgroup v1,
         # where memory and pids are). _delegate_controllers then lets the
@@ -353,10 +417,15 @@ class Lab:
             cgroup=cgroup, env=environment, log_file=self.run_dir / f"{spec.name}.console")
         return merged, nspawn
 
-    def _await(self, spec: HostSpec, root: Path, nspawn: subprocess.Popen, timeout: float) -> Host:
+    def _await(self, spec: HostSpec, root: Path, process: subprocess.Popen, timeout: float) -> Host:
         """Waits until systemd in the host finished booting and sshd runs."""
-        leader = self._wait_for_leader(spec.name, nspawn)
-        host = Host(spec, root, leader, nspawn.pid, self.key_of(spec.name))
+        if spec.emulated:
+            host: Host = VmHost(spec, root, process.pid, self.key_of(spec.name), self)
+            timeout = max(timeout, vm.BOOT_SECONDS)
+            wait_until(lambda: self._ssh_answers(host, process), timeout, f"ssh to {spec.name}", interval=2)
+        else:
+            host = Host(spec, root, self._wait_for_leader(spec.name, process), process.pid,
+                        self.key_of(spec.name))
         deadline = time.monotonic() + timeout
         while True:
             booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
@@ -375,18 +444,28 @@ class Lab:
             log(f"{spec.name} booted degraded: {failed.strip()}")
         wait_until(lambda: host.run(["systemctl", "is-active", "ssh"], check=False).returncode == 0,
                    30, f"sshd on {spec.name}")
-        _delegate_controllers(host)
+        if not spec.emulated:
+            _delegate_controllers(host)
         self.hosts[spec.name] = host
         return host
+
+    def _ssh_answers(self, host: Host, process: subprocess.Popen) -> bool:
+        if process.poll() is not None:
+            console = (self.run_dir / f"{host.name}.console").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"qemu for {host.name} exited {process.returncode}:\n{console}")
+        return host.run(["true"], check=False, timeout=60).returncode == 0
 
     def _configure(self, spec: HostSpec, root: Path) -> None:
         (root / "etc/hostname").write_text(spec.name + "\n")
         hosts = "127.0.0.1 localhost\n::1 localhost\n" + "".join(
             f"{s.ip} {s.name}\n" for s in [spec])
         (root / "etc/hosts").write_text(hosts)
-        # Same name as systemd's own container default (DHCP), so this one replaces it.
-        (root / "etc/systemd/network/80-container-host0.network").write_text(
-            f"[Match]\nName=host0\n\n[Network]\nAddress={spec.ip}/24\nLinkLocalAddressing=no\n"
+        # A container's: the same name as systemd's own container default
+        # (DHCP), so this one replaces it. A VM's: its one NIC.
+        network, interface = ("80-lab.network", vm.INTERFACE) if spec.emulated \
+            else ("80-container-host0.network", "host0")
+        (root / f"etc/systemd/network/{network}").write_text(
+            f"[Match]\nName={interface}\n\n[Network]\nAddress={spec.ip}/24\nLinkLocalAddressing=no\n"
             "IPv6AcceptRA=no\n")
         (root / "etc/apt/apt.conf.d/01proxy").write_text(
             f'Acquire::http::Proxy "http://{self.gateway}:{APT_PROXY_PORT}";\nAcquire::Retries "5";\n')

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from .hosts import (APT_PROXY_PORT, CACHE, DEFAULT_SUITE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
-                    cached_rootfs, down, log, run, wait_until)
+                    cached_rootfs, log, run, wait_until)
 
 LAB = "vagrant"
 SUBNET = "10.232.0"  # the lab's own bridge; guests reach its gateway by their default route

@@ -50,10 +50,11 @@ def _built(into: Path, command: list[str], revision: str | None) -> Path:
 
 
 @contextmanager
-def cluster_up(cluster: Path, name: str):
-    """The cluster file's nodes booted as test hosts, removed on exit; yields
-    the lab, the ssh-block cluster file that reaches them, and the boot time."""
-    booting = cluster_lab(cluster, name=name)
+def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None):
+    """The cluster file's nodes booted as test hosts (those in `archs` of that
+    architecture), removed on exit; yields the lab, the ssh-block cluster
+    file that reaches them, and the boot time."""
+    booting = cluster_lab(cluster, name=name, archs=archs)
     with booting.lab as lab:
         started = time.monotonic()
         hosts = booting.up()

@@ -24,7 +24,15 @@ def debs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def arm64_deb(tmp_path_factory, debs) -> Path:
-    """The arm64 build of the package (debian/build-cross), with the second
-    native build's version: one release, two architectures."""
-    return build_foreign_deb(tmp_path_factory.mktemp("arm64"), "arm64", version_of(debs[1]).split("-")[-1])
+def arm64_debs(tmp_path_factory, debs) -> tuple[Path, Path]:
+    """The arm64 builds of the package (debian/build-cross), with the native
+    builds' versions: two releases, each for both architectures."""
+    into = tmp_path_factory.mktemp("arm64")
+    first, second = (build_foreign_deb(into, "arm64", version_of(deb).split("-")[-1]) for deb in debs)
+    return first, second
+
+
+@pytest.fixture(scope="session")
+def arm64_deb(arm64_debs) -> Path:
+    """The arm64 build of the newer release."""
+    return arm64_debs[1]

@@ -1,12 +1,14 @@
 """End to end: a cluster file's nodes as test hosts, deployed by
 `ansible-playbook ansible/playbook.yaml` through inventory.py, as cloud hosts
 are; then `curl localhost:8080` sorts. The default cluster on each Debian
-suite, and a cluster that mixes them."""
+suite, a cluster that mixes them, and one that mixes architectures."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-from clusters import ROOT, SORTED, cluster_up, playbook, recap, served, sort_at
+from clusters import ROOT, SORTED, cluster_up, playbook, recap, served, sort_at, version_of
 from testlab.hosts import SUITES
 
 
@@ -78,3 +80,41 @@ def test_a_cluster_of_mixed_suites_converges_and_serves_through_the_lb(debs):
         assert all(after[node] > before[node] for node in before), (before, after)
         print(f"mixed cluster {suites}: boot {booted:.1f}s, first playbook {first:.1f}s, "
               f"second {second:.1f}s (changed=0)")
+
+
+def test_a_cluster_of_mixed_architectures_converges_and_serves_through_the_lb(debs, arm64_debs, tmp_path):
+    # The load balancer and web-01 on amd64; web-02 and web-03 on arm64 (VMs
+    # under emulation), one of each suite. One release, both builds side by
+    # side: each web node installs its own architecture's.
+    release = tmp_path / "release"
+    release.mkdir()
+    deb = Path(shutil.copy(debs[1], release))
+    shutil.copy(arm64_debs[1], release)
+    nodes = [("lb-01", "lb", "trixie", "amd64"), ("web-01", "web", "trixie", "amd64"),
+             ("web-02", "web", "trixie", "arm64"), ("web-03", "web", "bookworm", "arm64")]
+    cluster = tmp_path / "cluster.json"
+    cluster.write_text(json.dumps({"nodes": [{
+        "host_name": name, "groups": [group], "box": f"debian/{suite}64",
+        "port_mappings": [{"guest_port": 22, "host_port": 22102 + index}]
+        + ([{"guest_port": 80, "host_port": 8080}] if group == "lb" else []),
+        "network_configs": [{"ip": f"192.168.56.{20 + index}"}],
+    } for index, (name, group, suite, _) in enumerate(nodes)]}))
+    archs = {name: arch for name, _, _, arch in nodes}
+    with cluster_up(cluster, "archs", archs=archs) as (lab, hosts, booted):
+        lb_limits = json.dumps({"lb_unlimited_clients": [lab.gateway]})
+        output, first = playbook(hosts, deb, "-e", lb_limits)
+        assert sort_at(8080) == SORTED
+        for name, _, suite, arch in nodes[1:]:
+            host = lab.hosts[name]
+            assert (codename(host), host.run(["dpkg", "--print-architecture"]).stdout.strip()) == (suite, arch)
+            installed = host.run(["dpkg-query", "-W", "-f", "${Architecture} ${Version}", "sortd"]).stdout
+            assert installed == f"{arch} {version_of(deb)}"
+        output, second = playbook(hosts, deb, "-e", lb_limits)
+        assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
+        # The load balancer spreads sorts over every web node, of both architectures.
+        before = {name: served(lab, name) for name, group, _, _ in nodes if group == "web"}
+        assert all(sort_at(8080) == SORTED for _ in range(30))
+        after = {name: served(lab, name) for name in before}
+        assert all(after[name] > before[name] for name in before), (before, after)
+        print(f"mixed architectures {archs}: boot {booted:.1f}s, first playbook {first:.1f}s, "
+              f"second {second:.1f}s (changed=0); sorts per node {after}")

@@ -1,9 +1,12 @@
 """The .deb on a real Debian host with systemd as PID 1 (a test host), one of
-each suite the lab boots (trixie, bookworm): lintian, systemd's and nginx's
-checks, install, crash recovery, upgrade under load, remove, reinstall,
-purge, and an install and upgrade that come before nginx does.
+each suite the lab boots (trixie, bookworm) and architecture (amd64 hosts are
+containers; arm64 hosts are VMs under emulation, with the arm64 build):
+lintian, systemd's and nginx's checks, install, crash recovery, upgrade under
+load, remove, reinstall, purge, and an install and upgrade that come before
+nginx does.
 
-The tests run in order against one host per suite, as an administrator would.
+The tests run in order against one host per suite and architecture, as an
+administrator would.
 """
 
 import json
@@ -13,21 +16,37 @@ from pathlib import Path
 import pytest
 import testlab.load
 from clusters import METRICS_SPELLINGS, metrics_leaks, version_of
+from test_readme import check_api_examples
 from testlab import Forward, HostSpec, Lab, free_port
-from testlab.hosts import SUITES
+from testlab.hosts import NATIVE_ARCH, SUITES
 
 SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
 
 
-@pytest.fixture(scope="module", params=SUITES)
-def suite(request) -> str:
+# Each suite on this machine's architecture, and each on arm64.
+PLATFORMS = [(suite, arch) for arch in (NATIVE_ARCH, "arm64") for suite in SUITES]
+
+
+@pytest.fixture(scope="module", params=PLATFORMS, ids="-".join)
+def platform(request) -> tuple[str, str]:
     return request.param
 
 
 @pytest.fixture(scope="module")
-def lab(suite):
-    with Lab(f"package-{suite}") as lab:
+def suite(platform) -> str:
+    return platform[0]
+
+
+@pytest.fixture(scope="module")
+def host_debs(platform, request) -> tuple[Path, Path]:
+    """The two releases, built for the host's architecture."""
+    return request.getfixturevalue("debs" if platform[1] == NATIVE_ARCH else "arm64_debs")
+
+
+@pytest.fixture(scope="module")
+def lab(platform):
+    with Lab("package-" + "-".join(platform)) as lab:
         yield lab
 
 
@@ -37,19 +56,34 @@ def http_port(lab) -> int:
 
 
 @pytest.fixture(scope="module")
-def host(lab, http_port, suite):
-    return lab.boot(HostSpec("pkg-01", "10.231.0.21", [Forward(http_port, 80)], suite=suite))
+def host(lab, http_port, platform, host_debs):
+    suite, arch = platform
+    host = lab.boot(HostSpec("pkg-01", "10.231.0.21", [Forward(http_port, 80)], suite=suite, arch=arch))
+    assert host.run(["dpkg", "--print-architecture"]).stdout.strip() == arch
+    for number, deb in enumerate(host_debs, 1):
+        host.put(deb, f"/root/sortd-{number}.deb")
+    host.run(["apt-get", "update", "-q"])
+    return host
+
+
+@pytest.fixture(scope="module")
+def recovery_ms(platform) -> int:
+    """How soon sortd must answer again after a kill: 2 s, on a real CPU. An
+    arm64 host is emulated (qemu TCG, 10-20 times slower, systemd included),
+    so it is held to being back at all, within 10 s; the figure it prints is
+    not the product's."""
+    return 2000 if platform[1] == NATIVE_ARCH else 10000
 
 
 def curl(host, *args: str) -> str:
     return host.run(["curl", "-sS", "--max-time", "10", *args]).stdout
 
 
-def test_lintian_of_the_hosts_suite_passes(host, debs, arm64_deb, suite):
-    first, _ = debs
-    host.put(first, "/root/sortd-1.deb")
+def test_lintian_of_the_hosts_suite_passes(host, platform, arm64_deb, suite):
+    if platform[1] != NATIVE_ARCH:
+        pytest.skip("lintian checks files, not the machine: each suite's lintian checks the arm64 "
+                    "package on that suite's amd64 host")
     host.put(arm64_deb, "/root/sortd-arm64.deb")
-    host.run(["apt-get", "update", "-q"])
     host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "lintian"], timeout=900)
     version = host.run(["dpkg-query", "-W", "-f", "${Version}", "lintian"]).stdout
     for deb in ("/root/sortd-1.deb", "/root/sortd-arm64.deb"):
@@ -59,7 +93,7 @@ def test_lintian_of_the_hosts_suite_passes(host, debs, arm64_deb, suite):
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, http_port):
+def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, http_port):
     host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd-1.deb"])
 
     assert host.run(["systemctl", "is-active", "sortd.socket", "sortd.service", "nginx"]).stdout.split() \
@@ -86,6 +120,11 @@ def test_install_starts_the_service_and_nginx_serves_it_on_port_80(host, debs, h
     too_large = host.sh("head -c 16777217 /dev/zero | curl -s -w ' %{http_code}' --data-binary @- http://127.0.0.1/")
     body, status = too_large.rsplit(" ", 1)
     assert status == "413" and json.loads(body)["error"]["code"] == "body_too_large", too_large
+
+
+def test_the_readme_api_examples_pass_through_nginx(host, http_port, platform):
+    count = check_api_examples(http_port)
+    print(f"{count} README API examples through nginx on the {'-'.join(platform)} host: as written")
 
 
 def test_package_files_pass_systemd_and_nginx_checks(host, suite):
@@ -131,7 +170,7 @@ def test_access_log_carries_request_id_and_client_address(host):
     assert any(f"request_id={given} " in line for line in journal.splitlines()), given
 
 
-def test_kill_9_brings_the_service_back_within_2_seconds(host):
+def test_kill_9_brings_the_service_back_within_2_seconds_on_a_real_cpu(host, recovery_ms):
     before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     # Kill, then poll through nginx until it answers again; timed inside the host.
     script = f"""
@@ -147,10 +186,10 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
     after = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     print(f"answered again {recovered_ms} ms after kill -9 (pid {before} -> {after})")
     assert after != before
-    assert recovered_ms <= 2000
+    assert recovered_ms <= recovery_ms
 
 
-def test_a_crash_loop_never_leaves_the_node_dead(host):
+def test_a_crash_loop_never_leaves_the_node_dead(host, recovery_ms):
     # 50 kill -9 within about 10 s while a client keeps sending (so the
     # socket starts sortd too), then sortd must answer again within 2 s, and
     # neither unit may be left failed (no `systemctl reset-failed` needed).
@@ -181,7 +220,7 @@ echo "$kills $(( ($(date +%s%N) - start) / 1000000 ))"
           f"{recovered_ms} ms after the last; units {states}")
     assert kills >= 40, "the loop did not find sortd running often enough to kill it"
     assert states == ["active", "active"]
-    assert recovered_ms <= 2000
+    assert recovered_ms <= recovery_ms
 
 
 def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host):
@@ -196,9 +235,8 @@ def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host):
     assert curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
 
 
-def test_upgrade_under_load_fails_no_request(host, debs):
-    _, second = debs
-    host.put(second, "/root/sortd-2.deb")
+def test_upgrade_under_load_fails_no_request(host, host_debs):
+    _, second = host_debs
     host.put(Path(testlab.load.__file__), "/root/load.py")
     pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     # The load runs inside the host against nginx on 127.0.0.1:80, bounded in
@@ -242,7 +280,7 @@ def serves(host) -> bool:
         == ["active"] * 2 and curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
 
 
-def test_remove_reinstall_and_purge_leaves_nothing(host, debs):
+def test_remove_reinstall_and_purge_leaves_nothing(host):
     host.run(["apt-get", "remove", "-y", "-q", "sortd"])
     assert host.run(["systemctl", "is-active", "sortd.service", "sortd.socket"], check=False).stdout.split() \
         == ["inactive", "inactive"]
@@ -262,7 +300,7 @@ def test_remove_reinstall_and_purge_leaves_nothing(host, debs):
     assert host.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"
 
 
-def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, debs):
+def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, host_debs):
     # dpkg alone on a host without nginx: sortd is unpacked but cannot be
     # configured; upgraded so, it stays unconfigured; once apt brings nginx,
     # both are configured, in dependency order, and sortd serves.
@@ -275,7 +313,7 @@ def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, debs):
     assert host.run(["dpkg-query", "-W", "-f", "${Status}", "sortd"]).stdout == "install ok unpacked"
     host.run(["apt-get", "install", "-f", "-y", "-q", "--no-install-recommends"])
     assert host.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "sortd"]).stdout \
-        == f"install ok installed {version_of(debs[1])}"
+        == f"install ok installed {version_of(host_debs[1])}"
     assert serves(host)
     host.run(["apt-get", "purge", "-y", "-q", "sortd"])
     assert nothing_left(host) == ""

@@ -61,6 +61,19 @@ def api_examples() -> list[tuple[str, str]]:
     return examples
 
 
+def check_api_examples(port: int) -> int:
+    """Runs every API example of the README against 127.0.0.1:port instead
+    of localhost:8080, as written otherwise; asserts each prints what the
+    README says. Returns how many ran."""
+    examples = api_examples()
+    assert len(examples) >= 8
+    for command, expected in examples:
+        command = re.sub(r"\blocalhost:8080\b", f"127.0.0.1:{port}", command)
+        answer = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        assert answer.stdout.strip() == expected, f"{command}\nREADME: {expected}\ngot:    {answer.stdout}"
+    return len(examples)
+
+
 def clean_env() -> dict[str, str]:
     return {"HOME": str(Path.home()), "CI": os.environ.get("CI", ""), "PATH": CLEAN_PATH}
 
