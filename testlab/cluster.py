@@ -21,7 +21,7 @@ from pathlib import Path
 
 import inventory
 
-from .hosts import DEFAULT_SUITE, Forward, HostSpec, Lab, listening, suite_of
+from .hosts import DEFAULT_SUITE, NATIVE_ARCH, Forward, HostSpec, Lab, listening, suite_of
 
 CLUSTER_LAB = "cluster"
 DEFAULT_SUBNET = "10.231.0"
@@ -93,7 +93,7 @@ def cluster_lab(source: Path, name: str = CLUSTER_LAB, archs: dict[str, str] | N
     specs = [HostSpec(name=node["host_name"],
                       ip=(node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}])[0]["ip"],
                       forwards=node_forwards(node), suite=node_suite(node),
-                      **({"arch": archs[node["host_name"]]} if node["host_name"] in archs else {}))
+                      arch=archs.get(node["host_name"], NATIVE_ARCH))
              for index, node in enumerate(nodes)]
     return ClusterLab(source, Lab(name, subnet=subnet), specs, nodes)
 

@@ -56,6 +56,8 @@ PACKAGES = [
     "nftables", "man-db",
 ]
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# How a command runs inside a host: as root, in a clean environment.
+ROOT_ENV = ["env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root"]
 # This machine's Debian architecture: hosts of another one are VMs.
 NATIVE_ARCH = "amd64"
 
@@ -206,8 +208,7 @@ class Host:
 
     def command(self, args: list[str]) -> list[str]:
         """What runs `args` inside the host as root, from this machine."""
-        return ["nsenter", "--target", str(self.leader), "--all", "--",
-                "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
+        return ["nsenter", "--target", str(self.leader), "--all", "--", *ROOT_ENV, *args]
 
     def sh(self, script: str, check: bool = True, timeout: float = 600) -> str:
         return self.run(["sh", "-ec", script], check=check, timeout=timeout).stdout
@@ -232,12 +233,11 @@ class VmHost(Host):
         self.ssh = vm.ssh_command(spec, key, known_hosts, lab.run_dir / f"{spec.name}.ssh", lab.netns)
 
     def command(self, args: list[str]) -> list[str]:
-        inner = ["sudo", "env", "-i", f"PATH={HOST_PATH}", "LANG=C.UTF-8", "HOME=/root", *args]
-        return [*self.ssh, shlex.join(inner)]
+        return [*self.ssh, shlex.join(["sudo", *ROOT_ENV, *args])]
 
     def put(self, source: Path, dest: str) -> str:
         with open(source, "rb") as data:
-            subprocess.run([*self.ssh, shlex.join(["sudo", "sh", "-c", f"cat > {shlex.quote(dest)}"])],
+            subprocess.run(self.command(["sh", "-c", f"cat > {shlex.quote(dest)}"]),
                            stdin=data, check=True, timeout=600, capture_output=True)
         return dest
 
