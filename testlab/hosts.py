@@ -149,17 +149,16 @@ def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE,
     options = options or []
     foreign = [] if arch == NATIVE_ARCH else [arch]
     key = hashlib.sha256(" ".join([suite, *foreign, *packages, *options, "v2"]).encode()).hexdigest()[:12]
-    name = f"rootfs-{flavor}-{suite}" + ("" if arch == NATIVE_ARCH else f"-{arch}")
+    name = "-".join(["rootfs", flavor, suite, *foreign])
     root = CACHE / f"{name}-{key}"
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob(f"{name}-*"):  # older package lists
-        if stale.name.count("-") == root.name.count("-"):
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in CACHE.glob(f"{name}-{'?' * len(key)}"):  # older package lists
+        shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log(f"building {root} with mmdebstrap (a minute or more, once)")
-    if arch != NATIVE_ARCH:
+    if foreign:
         run([str(PROJECT / "scripts/binfmt"), arch])
     run(["mmdebstrap", "--variant=apt", "--quiet", f"--architectures={arch}", *options,
          f"--include={','.join(packages)}", suite, str(root)])
@@ -384,6 +383,9 @@ class Lab:
         self._configure(spec, merged)
         if spec.emulated:
             vm.disk_image(merged, self.disk_of(spec.name))
+            tap = vm.tap_name(spec)
+            run(["ip", "-n", self.netns, "tuntap", "add", "dev", tap, "mode", "tap"])
+            run(["ip", "-n", self.netns, "link", "set", tap, "master", "br0", "up"])
         return merged
 
     def disk_of(self, name: str) -> Path:
@@ -396,12 +398,7 @@ class Lab:
             directory.mkdir(parents=True, exist_ok=True)
         if cgroup not in self.state["cgroups"]:
             self.state["cgroups"].append(cgroup)
-        if spec.emulated:
-            tap = vm.tap_name(spec)
-            if run(["ip", "-n", self.netns, "link", "show", tap], check=False,
-                   capture_output=True).returncode != 0:  # not made yet (start_host: it was)
-                run(["ip", "-n", self.netns, "tuntap", "add", "dev", tap, "mode", "tap"])
-                run(["ip", "-n", self.netns, "link", "set", tap, "master", "br0", "up"])
+        if spec.emulated:  # its disk and tap device made by _prepare
             qemu = self.spawn(self.in_netns(vm.qemu_command(spec, merged, self.disk_of(spec.name))),
                               cgroup=cgroup, log_file=self.run_dir / f"{spec.name}.console")
             return merged, qemu
@@ -450,10 +447,15 @@ class Lab:
         return host
 
     def _ssh_answers(self, host: Host, process: subprocess.Popen) -> bool:
-        if process.poll() is not None:
-            console = (self.run_dir / f"{host.name}.console").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"qemu for {host.name} exited {process.returncode}:\n{console}")
+        self._check_running(host.name, process, "qemu")
         return host.run(["true"], check=False, timeout=60).returncode == 0
+
+    def _check_running(self, name: str, process: subprocess.Popen, what: str) -> None:
+        """Raises, with the end of its console, if the process running host
+        `name` has exited."""
+        if process.poll() is not None:
+            console = (self.run_dir / f"{name}.console").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} for {name} exited {process.returncode}:\n{console}")
 
     def _configure(self, spec: HostSpec, root: Path) -> None:
         (root / "etc/hostname").write_text(spec.name + "\n")
@@ -483,9 +485,7 @@ class Lab:
         found: list[int] = []
 
         def find() -> bool:
-            if nspawn.poll() is not None:
-                console = (self.run_dir / f"{name}.console").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"systemd-nspawn for {name} exited {nspawn.returncode}:\n{console}")
+            self._check_running(name, nspawn, "systemd-nspawn")
             for pid in _descendants(nspawn.pid):
                 try:
                     status = Path(f"/proc/{pid}/status").read_text()
