@@ -14,7 +14,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from testlab import cluster_lab
+from testlab import Forward, HostSpec, Lab, cluster_lab, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
@@ -47,6 +47,19 @@ def _built(into: Path, command: list[str], revision: str | None) -> Path:
     out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     built = Path(out.strip().splitlines()[-1])
     return Path(shutil.copy(built, into / built.name))
+
+
+@contextmanager
+def host_with_package(name: str, ip: str, deb: Path):
+    """A lab of one test host (trixie amd64) with `deb` installed from apt,
+    its port 80 forwarded to 127.0.0.1; yields (host, forwarded port)."""
+    port = free_port()
+    with Lab(name) as lab:
+        host = lab.boot(HostSpec(f"{name}-01", ip, [Forward(port, 80)]))
+        host.put(deb, "/root/sortd.deb")
+        host.run(["apt-get", "update", "-q"])
+        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd.deb"])
+        yield host, port
 
 
 @contextmanager

@@ -14,25 +14,25 @@ from collections import Counter
 
 import pytest
 from bench.attack import cpu_seconds, post, shapes, status_mib
-from clusters import under_load
-from testlab import Forward, HostSpec, Lab, free_port
+from clusters import host_with_package, under_load
 
 MIB = 2**20
 
 
 @pytest.fixture(scope="module")
-def http_port() -> int:
-    return free_port()
+def served(debs):
+    with host_with_package("hostile", "10.231.0.31", debs[0]) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def host(http_port, debs):
-    with Lab("hostile") as lab:
-        host = lab.boot(HostSpec("hostile-01", "10.231.0.31", [Forward(http_port, 80)]))
-        host.put(debs[0], "/root/sortd.deb")
-        host.run(["apt-get", "update", "-q"])
-        host.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "/root/sortd.deb"])
-        yield host
+def host(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def http_port(served) -> int:
+    return served[1]
 
 
 def cgroup_file(host, name: str) -> str:
