@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, metrics_leaks, playbook,
                       recap, served, sort_at, start_playbook, under_load, version_of)
+from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
@@ -69,9 +70,11 @@ def version_on(lab, node: str) -> str:
                 if line.lower().startswith("x-sortd-version:"))
 
 
-def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs):
+def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs, work):
     lab, hosts = cluster
     assert sort_at(8080) == SORTED
+    # The web page, through the LB, in a real browser.
+    check_page_sorts("http://127.0.0.1:8080/", work / "chromium")
     output, second = deploy(cluster, debs[0])
     # Every node ran (an empty recap would make the next line true).
     assert set(recap(output)) == {"lb-01", *WEB}, output[-4000:]
@@ -495,8 +498,10 @@ def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
         urllib.request.build_opener(NoRedirect).open(request, timeout=10)
     assert redirect.value.code == 308
     assert redirect.value.headers["Location"] == "https://127.0.0.1:8443/"
+    # The web page, through the LB over TLS, in a real browser.
+    check_page_sorts("https://127.0.0.1:8443/", work / "chromium", insecure_certs=True)
     measure("TLS: curl --cacert <generated CA> https://127.0.0.1:8443 sorts; TLS <= 1.1 refused; "
-            "http://127.0.0.1:8080 answers 308 to https://127.0.0.1:8443/")
+            "http://127.0.0.1:8080 answers 308 to https://127.0.0.1:8443/; the web page sorts there in chromium")
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
