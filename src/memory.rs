@@ -34,3 +34,35 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// The resident memory of this process, in bytes (`/proc/self/statm`), for
+/// the `process_resident_memory_bytes` metric; `None` off Linux.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page_size)
+}
+
+/// The memory limit of this process's cgroup, in bytes: the unit's
+/// `MemoryMax=` under systemd (cgroup v2's `memory.max`, or v1's
+/// `memory.limit_in_bytes` on a hybrid host). `None` when there is none,
+/// so that an alert can compare memory with the limit in force.
+pub fn cgroup_limit_bytes() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let file = match controllers {
+            "" => format!("/sys/fs/cgroup{path}/memory.max"),
+            v1 if v1.split(',').any(|c| c == "memory") => {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            }
+            _ => return None,
+        };
+        // "max" (v2) or a page-rounded i64::MAX (v1) is no limit.
+        let limit: u64 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        (limit < 1 << 62).then_some(limit)
+    })
+}

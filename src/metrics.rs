@@ -1,8 +1,9 @@
 //! Prometheus metrics and the per-request access log: both are written when
 //! a request ends, from the same observation.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +14,7 @@ use prometheus_client::registry::Registry;
 use warp::http::Method;
 use warp::reply::Response;
 
+use crate::memory::{cgroup_limit_bytes, resident_bytes};
 use crate::reply::content_length;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,9 +29,12 @@ struct RouteLabels {
     route: &'static str,
 }
 
-/// The service's metrics, registered once at start-up.
+/// The service's metrics, registered once at start-up: sortd's own under
+/// `sortd_`, and the process's under the names every Prometheus client
+/// library gives them (`process_*`), which dashboards and rules expect.
 pub struct Metrics {
     registry: Registry,
+    resident_memory: Gauge,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     numbers_sorted: Counter,
@@ -39,7 +44,34 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("sortd");
+        let mut root = Registry::default();
+        let resident_memory = Gauge::default();
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident_memory.clone(),
+        );
+        let start_time = Gauge::<f64, AtomicU64>::default();
+        start_time.set(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_secs_f64()),
+        );
+        root.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            start_time,
+        );
+        let registry = root.sub_registry_with_prefix("sortd");
+        if let Some(limit) = cgroup_limit_bytes() {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(limit).unwrap_or(i64::MAX));
+            registry.register(
+                "memory_limit_bytes",
+                "The memory limit of sortd's cgroup (the unit's MemoryMax=); absent without one",
+                gauge,
+            );
+        }
         let requests = Family::<RequestLabels, Counter>::default();
         // 100 µs to ~13 s: a tiny sort to a 16 MiB body on a busy machine.
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -74,7 +106,8 @@ impl Default for Metrics {
             abandoned.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
+            resident_memory,
             requests,
             duration,
             numbers_sorted,
@@ -87,6 +120,10 @@ impl Default for Metrics {
 impl Metrics {
     /// The registry in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
+        if let Some(bytes) = resident_bytes() {
+            self.resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             log::error!("could not encode metrics: {error}");

@@ -609,7 +609,28 @@ async fn metrics_count_requests_numbers_and_latency() {
         r#"sortd_http_request_duration_seconds_count{route="/"} 2"#,
         // The metrics request itself is in flight while it is encoded.
         "sortd_http_requests_in_flight 1",
+        // The process's, under the names Prometheus's client libraries use.
+        "# TYPE process_resident_memory_bytes gauge",
+        "# TYPE process_start_time_seconds gauge",
     ] {
         assert!(text.contains(line), "metrics lack {line:?}:\n{text}");
     }
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    // Read at each scrape: at least the binary's own pages.
+    assert!(value("process_resident_memory_bytes") > 1e6, "{text}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now && started > now - 600.0,
+        "{started} vs {now}"
+    );
 }

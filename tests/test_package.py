@@ -10,6 +10,7 @@ administrator would.
 """
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -142,7 +143,14 @@ def test_package_files_pass_systemd_and_nginx_checks(host, suite):
 
 
 def test_metrics_answer_on_the_host_only(host, http_port):
-    assert "sortd_http_requests_total" in curl(host, "http://127.0.0.1/metrics")
+    metrics = curl(host, "http://127.0.0.1/metrics")
+    assert "sortd_http_requests_total" in metrics
+    # The unit's MemoryMax as sortd reads it from its cgroup (v1 on the
+    # containers of this hybrid machine, v2 in the VMs), for the alert that
+    # compares it with process_resident_memory_bytes.
+    memory_max = host.run(["systemctl", "show", "-p", "MemoryMax", "--value", "sortd.service"]).stdout.strip()
+    assert f"\nsortd_memory_limit_bytes {memory_max}\n" in metrics, metrics
+    assert int(re.search(r"^process_resident_memory_bytes (\d+)$", metrics, re.M).group(1)) > 2**20
     from urllib.error import HTTPError
     from urllib.request import urlopen
     with pytest.raises(HTTPError) as refused:
