@@ -129,7 +129,7 @@ BAD_FILES = [
     ({"nodes": [{"port_mappings": []}]}, "node 0: host_name: missing"),
     ({"nodes": [vagrant_node(), {"host_name": "web-02", "port_mappings": [{"guest_port": "80", "host_port": 8081}]}]},
      "node 1 (web-02): port_mappings[0].guest_port: '80' is not of type 'integer'"),
-    ({"nodes": [vagrant_node(groups=["db"])]}, "node 0 (web-01): groups[0]: 'db' is not one of ['web', 'lb']"),
+    ({"nodes": [vagrant_node(groups=["db"])]}, "node 0 (web-01): groups[0]: 'db' is not one of ['web', 'lb', 'monitoring']"),
     ({"nodes": [vagrant_node(mem=512)]}, "node 0 (web-01): unknown field ('mem' was unexpected)"),
     ({"nodes": [vagrant_node(network_configs=[{"ip": "300.1.1.1"}])]},
      "node 0 (web-01): network_configs[0].ip: '300.1.1.1' is not a 'ipv4'"),
