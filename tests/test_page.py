@@ -264,10 +264,11 @@ def test_an_error_shows_the_apis_message_and_highlights_its_position(page, typed
     assert outcome(page) == "error"
     assert message in text_of(page, "error-message")
     assert page.find_element(By.CSS_SELECTOR, "#error-input mark").text == marked
-    # The same character is selected in the box, for the keyboard.
-    start, end = page.execute_script(
+    # The same character is selected in the box, which has the focus, for the keyboard.
+    start, end, focused = page.execute_script(
         "const box = document.getElementById('numbers');"
-        "return [box.selectionStart, box.selectionEnd, document.activeElement === box];")[:2]
+        "return [box.selectionStart, box.selectionEnd, document.activeElement === box];")
+    assert focused
     if marked != "\u23ce end":
         assert typed.encode("utf-16-le")[2 * start:2 * end].decode("utf-16-le") == marked
     if typed == "5, 3, abc":
