@@ -136,6 +136,18 @@ def served(lab, node: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def http_status(lab, source: str | None, url: str) -> str:
+    """What a GET of `url` from `source` gets: the HTTP status, or "refused"
+    when nothing answers within 3 s (a firewall drops it). `source` is a host
+    of the lab, or None: a separate host on the lab's network (the bridge)."""
+    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url]
+    if source is None:
+        result = subprocess.run(lab.in_netns(command), capture_output=True, text=True)
+    else:
+        result = lab.hosts[source].run(command, check=False)
+    return result.stdout if result.returncode == 0 else "refused"
+
+
 def sort_at(port: int) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=SORT_BODY)
     with urllib.request.urlopen(request, timeout=10) as answer:

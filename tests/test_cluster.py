@@ -23,8 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, metrics_leaks, playbook,
-                      recap, served, sort_at, start_playbook, under_load, version_of)
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, http_status, metrics_leaks,
+                      playbook, recap, served, sort_at, start_playbook, under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
@@ -189,12 +189,7 @@ def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
     web_01 = lab.hosts["web-01"].ip
 
     def reaches(source_host, url: str) -> bool:
-        command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url]
-        if source_host is None:  # a separate host on the lab's network: the bridge itself
-            result = subprocess.run(lab.in_netns(command), capture_output=True, text=True)
-        else:
-            result = lab.hosts[source_host].run(command, check=False)
-        return result.stdout == "200"
+        return http_status(lab, source_host, url) == "200"
 
     seen = {
         "lb-01 -> web-01:80": reaches("lb-01", f"http://{web_01}/healthz"),

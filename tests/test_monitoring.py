@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from clusters import ROOT, cluster_up, playbook, recap
+from clusters import ROOT, cluster_up, http_status, playbook, recap
 from testlab import HostSpec, Lab
 from testlab.hosts import wait_until
 
@@ -117,10 +117,7 @@ def test_prometheus_sees_every_target_up(monitored):
 
 def reaches(lab, source: str, target: str, port: int, path: str = "/metrics") -> str:
     """What `source` gets from target:port: the HTTP status, or 'refused'."""
-    address = lab.hosts[target].spec.ip
-    answer = lab.hosts[source].run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
-                                    f"http://{address}:{port}{path}"], check=False)
-    return answer.stdout if answer.returncode == 0 else "refused"
+    return http_status(lab, source, f"http://{lab.hosts[target].spec.ip}:{port}{path}")
 
 
 def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
@@ -137,8 +134,7 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
     for path in ("/", "/healthz", "/metrics/../", "/METRICS"):
         assert reaches(lab, "mon-01", "web-01", 9180, path) == "404", path
     # The public load balancer still refuses /metrics; nginx's status is on its loopback only.
-    lb = lab.hosts["lb-01"]
-    assert lb.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/metrics"]).stdout == "403"
+    assert http_status(lab, "lb-01", "http://127.0.0.1/metrics") == "403"
     assert reaches(lab, "mon-01", "lb-01", 8081, "/stub_status") == "refused"
 
 
