@@ -42,9 +42,50 @@ def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
     return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision)
 
 
-def _built(into: Path, command: list[str], revision: str | None) -> Path:
+def build_patched_deb(into: Path, revision: str, patches: dict[str, tuple[str, str]]) -> Path:
+    """The .deb built from a patched copy of the source in a temporary
+    folder (never a switch in the product): `patches` maps a file to the
+    text it must contain once and what replaces it. The copy starts from this
+    tree's release build, so only sortd itself is compiled again."""
+    source = into / f"source-{revision}"
+    shutil.rmtree(source, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name, (old, new) in patches.items():
+        text = (source / name).read_text()
+        assert text.count(old) == 1, f"{name}: the patch's text is not there exactly once"
+        (source / name).write_text(text.replace(old, new))
+    (source / "target").mkdir()
+    subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(source / "target" / "release")], check=True)
+    try:
+        return _built(into, [str(source / "debian" / "build")], revision, cwd=source)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+
+
+def broken_release(deb: Path, work: Path) -> Path:
+    """The same package with a sortd that cannot start, at a higher version."""
+    unpacked = work / "broken"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
+    binary = unpacked / "usr/bin/sortd"
+    binary.write_text("#!/bin/sh\necho 'sortd: this release is broken' >&2\nexit 1\n")
+    control = unpacked / "DEBIAN/control"
+    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1) + "+broken"
+    control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.M))
+    out = work / f"sortd_{version}_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(unpacked), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROOT) -> Path:
     env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
-    out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    if cwd != ROOT:
+        env.pop("CARGO_TARGET_DIR", None)  # a copy builds in its own tree
+    out = subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
     built = Path(out.strip().splitlines()[-1])
     return Path(shutil.copy(built, into / built.name))
 

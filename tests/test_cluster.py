@@ -12,7 +12,6 @@ are the figures bench/cluster prints.
 import json
 import os
 import re
-import shutil
 import signal
 import ssl
 import subprocess
@@ -23,8 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, http_status, metrics_leaks,
-                      playbook, recap, served, sort_at, start_playbook, under_load, version_of)
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, broken_release, cluster_up, finish, http_status,
+                      metrics_leaks, playbook, recap, served, sort_at, start_playbook, under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
@@ -325,22 +324,6 @@ def test_slow_clients_do_not_stop_normal_requests(cluster, work):
     assert opened >= 1900, slow.stderr[-2000:]
     assert load["failed"] == 0, load["failures"]
     assert load["p99"] < 1.0
-
-
-def broken_release(deb: Path, work: Path) -> Path:
-    """The same package with a sortd that cannot start, at a higher version."""
-    unpacked = work / "broken"
-    shutil.rmtree(unpacked, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
-    binary = unpacked / "usr/bin/sortd"
-    binary.write_text("#!/bin/sh\necho 'sortd: this release is broken' >&2\nexit 1\n")
-    control = unpacked / "DEBIAN/control"
-    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1) + "+broken"
-    control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.M))
-    out = work / f"sortd_{version}_amd64.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(unpacked), str(out)], check=True,
-                   capture_output=True)
-    return out
 
 
 def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work):
