@@ -9,9 +9,10 @@ when sortd stops on a node."""
 import json
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
-from clusters import ROOT, cluster_up, http_status, playbook, recap
+from clusters import ROOT, broken_release, build_patched_deb, cluster_up, http_status, playbook, recap, under_load, version_of
 from testlab import HostSpec, Lab
 from testlab.hosts import wait_until
 
@@ -84,17 +85,24 @@ def prometheus_api(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def monitored(debs):
+    """The example deployed with the older release (the canaries bring newer ones)."""
     with cluster_up(ROOT / "examples/cluster-monitoring.json", "monitored") as (lab, hosts, booted):
-        output, first = playbook(hosts, debs[1])
+        output, first = playbook(hosts, debs[0], *unlimited(lab))
         assert set(recap(output)) == {"lb-01", *WEB, "mon-01"}, output[-4000:]
-        output, second = playbook(hosts, debs[1])
+        output, second = playbook(hosts, debs[0], *unlimited(lab))
         assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
         print(f"monitored cluster: boot {booted:.1f}s, first playbook {first:.1f}s, "
               f"second {second:.1f}s (changed=0)")
-        yield lab
+        yield lab, hosts
+
+
+def unlimited(lab) -> list[str]:
+    """The lab's load loop is one client: exempt it from the per-client limit."""
+    return ["-e", json.dumps({"lb_unlimited_clients": [lab.gateway]})]
 
 
 def test_prometheus_sees_every_target_up(monitored):
+    lab, _ = monitored
     expected = {("node", node) for node in ("lb-01", *WEB, "mon-01")} | \
         {("sortd", node) for node in WEB} | {("nginx", "lb-01"), ("prometheus", "mon-01")}
     started = time.monotonic()
@@ -121,7 +129,7 @@ def reaches(lab, source: str, target: str, port: int, path: str = "/metrics") ->
 
 
 def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
-    lab = monitored
+    lab, _ = monitored
     ports = {("web-01", 9100): "200", ("web-01", 9180): "200", ("web-02", 9180): "200",
              ("lb-01", 9100): "200", ("lb-01", 9113): "200"}
     for (target, port), status in ports.items():
@@ -139,7 +147,7 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
 
 
 def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
-    lab = monitored
+    lab, _ = monitored
     web = lab.hosts["web-02"]
 
     def firing() -> set[tuple[str, str]]:
@@ -159,3 +167,157 @@ def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
     # for: 30 s, plus at most one scrape interval to see it down and one
     # evaluation interval to notice.
     assert took <= 30 + 15 + 15 + 5
+
+
+# Releases that pass /healthz but are worse, built from a patched copy of the
+# source: one answers every sort wrong (a 0 more), one 5 times slower (it
+# spins: a timer's millisecond would make a 7 µs sort 100 times slower).
+WRONG = {"src/sort.rs": ("        out.push(b']');\n    }\n\n    /// The numbers as a JSON array.",
+                         "        out.extend_from_slice(b\",0]\");\n    }\n\n    /// The numbers as a JSON array.")}
+SLOW = {"src/handlers.rs": ("    Ok(result.await.unwrap_or_else(ApiError::into_response))\n}\n\n/// Parses, sorts",
+                            "    let begun = Instant::now();\n    let answer = result.await.unwrap_or_else(ApiError::into_response);\n"
+                            "    let five_times = begun.elapsed() * 5;\n"
+                            "    while begun.elapsed() < five_times {\n        std::hint::spin_loop();\n    }\n"
+                            "    Ok(answer)\n}\n\n/// Parses, sorts")}
+WINDOW = 20
+# How a client sees the LB's old worker close its kept-alive connection.
+RELOAD_RACES = {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError"}
+
+
+def versions(lab) -> dict[str, str]:
+    return {node: lab.hosts[node].run(["dpkg-query", "-W", "-f", "${Version}", "sortd"]).stdout for node in WEB}
+
+
+def history(lab, node: str) -> list[dict]:
+    lines = lab.hosts[node].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def canary(monitored, deb: Path, work: Path, *args: str) -> tuple[str, dict, float]:
+    """A canary deployment of `deb` under load through the LB."""
+    lab, hosts = monitored
+    with under_load("http://127.0.0.1:8080/", work) as load:
+        output, took = playbook(hosts, deb, "-e", "sortd_canary=true", "-e", f"canary_window={WINDOW}",
+                                *unlimited(lab), *args, check=False)
+    return output, load, took
+
+
+def test_a_good_canary_proceeds(monitored, debs, tmp_path):
+    lab, _ = monitored
+    old, new = (version_of(deb) for deb in debs)
+    assert versions(lab) == {node: old for node in WEB}
+    output, load, took = canary(monitored, debs[1], tmp_path)
+    verdict = history(lab, "web-01")[-1]
+    print(f"good canary {new}: {took:.1f}s ({WINDOW}s window); {load['requests']} requests, {load['failed']} failed; "
+          f"canary {verdict['canary']}, others {verdict['others']}; failures {load['failures']}")
+    assert "PLAY RECAP" in output and all(c["failed"] == 0 for c in recap(output).values()), output[-6000:]
+    assert verdict["action"] == "canary" and verdict["result"] == "passed" and verdict["to"] == new, verdict
+    assert verdict["canary"]["requests"] >= 50
+    assert versions(lab) == {node: new for node in WEB}
+    # Nothing failed, except what an nginx reload does to a kept-alive client
+    # connection that sends at the instant the old worker closes it: the
+    # canary reloads the LB twice (its share, then even shares).
+    assert load["failed"] <= 2 and all(failure.split(":")[0] in RELOAD_RACES for failure in load["failures"]), load
+    # Even shares again.
+    assert "weight=" not in lab.hosts["lb-01"].run(["cat", "/etc/nginx/sites-available/sortd-lb"]).stdout
+
+
+@pytest.mark.parametrize("kind, patches, metric", [
+    ("wrong", WRONG, "correctness probe"),
+    ("slow", SLOW, "p99 latency"),
+])
+def test_a_worse_canary_is_rolled_back_on_its_own(monitored, debs, tmp_path, kind, patches, metric):
+    lab, _ = monitored
+    good = version_of(debs[1])
+    bad = build_patched_deb(tmp_path, good.split("-")[-1] + f"+{kind}", patches)
+    assert versions(lab) == {node: good for node in WEB}
+    output, load, took = canary(monitored, bad, tmp_path)
+    entries = history(lab, "web-01")
+    judged = next(e for e in reversed(entries) if e["action"] == "canary")
+    message = next((line.strip() for line in output.splitlines() if f"Canary web-01 failed with {version_of(bad)}" in line), "")
+    print(f"{kind} canary {version_of(bad)}: stopped in {took:.1f}s ({WINDOW}s window); {load['requests']} requests, "
+          f"{load['failed']} failed ({load['failures'][:3]}); {message[:400]}")
+    assert recap(output)["lb-01"]["failed"] == 1, output[-6000:]
+    assert metric in message, output[-6000:]
+    assert judged["result"] == "failed, rolled back" and judged["to"] == version_of(bad), judged
+    print("web-01's history:", *entries[-3:], sep="\n  ")
+    assert {"action": "rollback", "from": version_of(bad), "to": good, "result": "ok"}.items() <= entries[-1].items()
+    assert_back_to(lab, good, bad)
+    # Only the canary's share of the requests can have failed (1 in 5
+    # with two web nodes), and only while it ran the bad release.
+    assert load["failed"] <= 0.2 * load["requests"], load
+
+
+def assert_back_to(lab, good: str, bad: Path) -> None:
+    """The canary is back on `good`, the other node never ran `bad`, and the
+    load balancer's shares are even again."""
+    assert versions(lab) == {node: good for node in WEB}
+    assert all(e["to"] != version_of(bad) for e in history(lab, "web-02"))
+    assert "weight=" not in lab.hosts["lb-01"].run(["cat", "/etc/nginx/sites-available/sortd-lb"]).stdout
+
+
+def test_a_canary_that_does_not_come_up_is_rolled_back_and_the_shares_evened(monitored, debs, tmp_path):
+    """The health gate stops it before any judgement: the run still evens the
+    shares and records the decision."""
+    lab, _ = monitored
+    good = version_of(debs[1])
+    bad = broken_release(debs[1], tmp_path)
+    assert versions(lab) == {node: good for node in WEB}
+    output, load, took = canary(monitored, bad, tmp_path, "-e", "web_health_retries=5", "-e", "web_health_delay=1")
+    entries = history(lab, "web-01")
+    message = next((line.strip() for line in output.splitlines() if f"Canary web-01 failed with {version_of(bad)}" in line), "")
+    print(f"canary that does not start {version_of(bad)}: stopped in {took:.1f}s; {load['requests']} requests, "
+          f"{load['failed']} failed ({load['failures'][:3]}); {message[:400]}")
+    print("web-01's history:", *entries[-2:], sep="\n  ")
+    assert recap(output)["lb-01"]["failed"] == 1, output[-6000:]
+    assert "it did not come up" in message and f"Rolled back to {good}" in message, output[-6000:]
+    assert {"action": "deploy", "to": version_of(bad), "result": "failed, rolled back"}.items() <= entries[-2].items()
+    assert {"action": "canary", "to": version_of(bad), "result": "failed, rolled back"}.items() <= entries[-1].items()
+    assert_back_to(lab, good, bad)
+    # The load balancer passes the canary's share on to the other node.
+    assert load["failed"] <= 2 and all(failure.split(":")[0] in RELOAD_RACES for failure in load["failures"]), load
+
+
+def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
+    """sortd's /metrics with `ok` 200s, `errors` 503s, and the histogram of
+    `latencies` ({seconds: count}) in sortd's buckets."""
+    bounds = [0.000005 * 2**i for i in range(22)] + [float("inf")]
+    lines = [f'sortd_http_requests_total{{route="/",method="POST",status="200"}} {ok}',
+             f'sortd_http_requests_total{{route="/",method="POST",status="503"}} {errors}',
+             f'sortd_http_requests_total{{route="/healthz",method="GET",status="503"}} {errors * 100}']
+    for bound in bounds:
+        count = sum(n for seconds, n in latencies.items() if seconds <= bound)
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        lines.append(f'sortd_http_request_duration_seconds_bucket{{le="{le}",route="/"}} {count}')
+    return "# TYPE sortd_http_requests counter\n# TYPE sortd_http_request_duration_seconds histogram\n" + \
+        "\n".join(lines) + "\n# EOF\n"
+
+
+THRESHOLDS = {"probes": 12, "min_requests": 50, "max_error_ratio_increase": 0.01, "max_p99_ratio": 3.0}
+
+
+@pytest.mark.parametrize("canary_after, probes_failed, failed_on", [
+    (metrics_text(1000, 0, {0.0003: 1000}), 0, None),               # like the others
+    (metrics_text(1000, 5, {0.0003: 1005}), 0, None),               # +0.5% 5xx: within the limit
+    (metrics_text(900, 100, {0.0003: 1000}), 0, "5xx ratio"),       # +10% 5xx
+    (metrics_text(1000, 0, {0.0015: 1000}), 0, "p99 latency"),      # 5x slower
+    (metrics_text(1000, 0, {0.0003: 1000}), 2, "correctness probe"),
+    (metrics_text(10, 10, {0.05: 20}), 0, None),                    # too few sorts to compare metrics
+    (metrics_text(10, 10, {0.05: 20}), 1, "correctness probe"),     # ...the probe still counts
+])
+def test_the_canary_verdict_compares_the_canary_with_the_others(canary_after, probes_failed, failed_on):
+    """ansible/filter_plugins/canary.py on the metrics of a window, before any host."""
+    import sys
+    sys.path.insert(0, str(ROOT / "ansible" / "filter_plugins"))
+    from canary import sortd_canary_verdict
+    empty = metrics_text(0, 0, {})
+    before = {"web-01": empty, "web-02": empty, "web-03": empty}
+    after = {"web-01": canary_after, "web-02": metrics_text(2000, 1, {0.0003: 1990, 0.0009: 11}),
+             "web-03": metrics_text(2000, 0, {0.0003: 2000})}
+    verdict = sortd_canary_verdict(before, after, "web-01", probes_failed, THRESHOLDS)
+    print(verdict["reasons"] or verdict["canary"])
+    assert verdict["passed"] == (failed_on is None), verdict
+    if failed_on:
+        assert any(reason.startswith(failed_on) for reason in verdict["reasons"]), verdict
+    assert verdict["others"]["requests"] == 4001
+    assert verdict["metrics_compared"] == (verdict["canary"]["requests"] >= 50)
