@@ -10,7 +10,9 @@ Every answer must be 200 with the expected sorted list; anything else (a
 status, a wrong body, a refused or reset connection) counts as a failure.
 The summary also counts answers by their X-Sortd-Version header (which build
 of sortd answered, where a node's own nginx is asked), and gives the
-latencies: p50, p99 and the slowest, failures included.
+latencies: p50, p99 and the slowest, failures included; and the failures:
+each kind (the status and body, or the exception) with its count, and the
+first 20 in full.
 """
 
 import argparse
@@ -39,6 +41,8 @@ def main() -> None:
     lock = threading.Lock()
     counts: Counter = Counter()
     failures: list[str] = []
+    # Every failure by kind: the answer (status and body) or the exception.
+    kinds: Counter = Counter()
     versions: Counter = Counter()
     latencies: list[float] = []
 
@@ -63,6 +67,8 @@ def main() -> None:
                     latencies.append(time.monotonic() - started)
                     counts["ok" if ok else "failed"] += 1
                     versions[response.getheader("X-Sortd-Version") or "-"] += 1
+                    if not ok:
+                        kinds[f"{response.status} {body[:200]!r}"] += 1
                     if not ok and len(failures) < 20:
                         failures.append(f"{response.status} {body[:200]!r}")
                 if response.getheader("Connection", "").lower() == "close":
@@ -72,6 +78,7 @@ def main() -> None:
                 with lock:
                     latencies.append(time.monotonic() - started)
                     counts["failed"] += 1
+                    kinds[type(error).__name__] += 1
                     if len(failures) < 20:
                         failures.append(f"{type(error).__name__}: {error}")
                 if connection is not None:
@@ -90,6 +97,7 @@ def main() -> None:
         "failed": counts["failed"],
         "seconds": round(time.monotonic() - began, 2),
         "failures": failures,
+        "failure_kinds": dict(kinds),
         "versions": dict(versions),
         **latency_summary(sorted(latencies)),
     }))
