@@ -190,10 +190,11 @@ WRONG_ANSWER = "200 " + repr(EXPECTED[:-2] + b",0]}")
 def assert_only_the_canary_failed(load: dict, its_answers: set[str] = frozenset()) -> None:
     """Nothing failed beyond the canary's share: every failed request got one
     of the canary's own answers, or met an nginx reload of the LB closing a
-    kept-alive connection as the client sent on it (at most twice: a canary
-    reloads the LB twice, for its share and for even shares)."""
+    kept-alive connection as the client sent on it: at most once per client
+    connection (the load loop's 4) and reload (2: for the canary's share,
+    for even shares)."""
     kinds = load["failure_kinds"]
-    assert sum(n for kind, n in kinds.items() if kind in RELOAD_RACES) <= 2, kinds
+    assert sum(n for kind, n in kinds.items() if kind in RELOAD_RACES) <= 4 * 2, kinds
     assert set(kinds) <= RELOAD_RACES | its_answers, kinds
 
 
