@@ -177,6 +177,13 @@ def served(lab, node: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def history(lab, node: str) -> list[dict]:
+    """The node's deployment history: one entry per deployment, rollback and
+    canary judgement."""
+    lines = lab.hosts[node].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
+    return [json.loads(line) for line in lines]
+
+
 def http_status(lab, source: str | None, url: str) -> str:
     """What a GET of `url` from `source` gets: the HTTP status, or "refused"
     when nothing answers within 3 s (a firewall drops it). `source` is a host

@@ -22,8 +22,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, broken_release, cluster_up, finish, http_status,
-                      metrics_leaks, playbook, recap, served, sort_at, start_playbook, under_load, version_of)
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, broken_release, cluster_up, finish, history,
+                      http_status, metrics_leaks, playbook, recap, served, sort_at, start_playbook, under_load,
+                      version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
@@ -368,10 +369,10 @@ def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs,
     assert "keeps no release 9.9.9-1 to roll back to" in output and new in output, output[-3000:]
     assert [version_on(lab, node) for node in WEB] == [old] * 3
     # Every step is in each node's history (the bad release's failure too).
-    lines = lab.hosts["web-02"].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
-    steps = [(e["action"], e["from"], e["to"], e["result"]) for e in map(json.loads, lines)]
+    entries = history(lab, "web-02")
+    steps = [(e["action"], e["from"], e["to"], e["result"]) for e in entries]
     assert steps[-3:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok"), ("rollback", new, old, "ok")], steps
-    assert ("deploy", old, new, "ok") in steps and all(e["by"].count("@") == 1 for e in map(json.loads, lines))
+    assert ("deploy", old, new, "ok") in steps and all(e["by"].count("@") == 1 for e in entries)
     # Releases past web_keep_releases are removed; the running one stays.
     deploy(cluster, debs[1], "-e", "web_keep_releases=1", "-e", f"sortd_rollback={old}")
     kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()

@@ -12,7 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import ROOT, broken_release, build_patched_deb, cluster_up, http_status, playbook, recap, under_load, version_of
+from clusters import (ROOT, broken_release, build_patched_deb, cluster_up, history, http_status, playbook, recap, under_load,
+                      version_of)
 from testlab import HostSpec, Lab
 from testlab.load import EXPECTED
 from testlab.hosts import wait_until
@@ -202,11 +203,6 @@ def versions(lab) -> dict[str, str]:
     return {node: lab.hosts[node].run(["dpkg-query", "-W", "-f", "${Version}", "sortd"]).stdout for node in WEB}
 
 
-def history(lab, node: str) -> list[dict]:
-    lines = lab.hosts[node].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
-    return [json.loads(line) for line in lines]
-
-
 def canary(monitored, deb: Path, work: Path, *args: str) -> tuple[str, dict, float]:
     """A canary deployment of `deb` under load through the LB."""
     lab, hosts = monitored
@@ -230,7 +226,7 @@ def test_a_good_canary_proceeds(monitored, debs, tmp_path):
     assert versions(lab) == {node: new for node in WEB}
     assert_only_the_canary_failed(load)
     # Even shares again.
-    assert "weight=" not in lab.hosts["lb-01"].run(["cat", "/etc/nginx/sites-available/sortd-lb"]).stdout
+    assert shares_even(lab)
 
 
 @pytest.mark.parametrize("kind, patches, metric", [
@@ -260,12 +256,17 @@ def test_a_worse_canary_is_rolled_back_on_its_own(monitored, debs, tmp_path, kin
     assert load["failed"] <= 0.2 * load["requests"], load
 
 
+def shares_even(lab) -> bool:
+    """No web node has a canary's weight in the LB's site."""
+    return "weight=" not in lab.hosts["lb-01"].run(["cat", "/etc/nginx/sites-available/sortd-lb"]).stdout
+
+
 def assert_back_to(lab, good: str, bad: Path) -> None:
     """The canary is back on `good`, the other node never ran `bad`, and the
     load balancer's shares are even again."""
     assert versions(lab) == {node: good for node in WEB}
     assert all(e["to"] != version_of(bad) for e in history(lab, "web-02"))
-    assert "weight=" not in lab.hosts["lb-01"].run(["cat", "/etc/nginx/sites-available/sortd-lb"]).stdout
+    assert shares_even(lab)
 
 
 def test_a_canary_that_does_not_come_up_is_rolled_back_and_the_shares_evened(monitored, debs, tmp_path):
