@@ -6,7 +6,10 @@ load, remove, reinstall, purge, and an install and upgrade that come before
 nginx does.
 
 The tests run in order against one host per suite and architecture, as an
-administrator would.
+administrator would. The whole sequence runs on the current stable's host of
+each architecture; the other suite's hosts run the essential one (install,
+the README's examples, systemd's and nginx's checks, metrics and the access
+log, remove, reinstall and purge), where suites differ.
 """
 
 import json
@@ -34,9 +37,21 @@ def platform(request) -> tuple[str, str]:
     return request.param
 
 
+# The platforms that run the whole sequence: the current stable on each architecture.
+FULL = [(SUITES[0], arch) for arch in (NATIVE_ARCH, "arm64")]
+
+
 @pytest.fixture(scope="module")
 def suite(platform) -> str:
     return platform[0]
+
+
+@pytest.fixture
+def full(platform) -> None:
+    """For a test of the whole sequence only: skipped on the other suite's hosts."""
+    if platform not in FULL:
+        pytest.skip(f"the whole sequence runs on {', '.join('-'.join(p) for p in FULL)}; "
+                    f"{'-'.join(platform)} runs the essential one")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +193,7 @@ def test_access_log_carries_request_id_and_client_address(host):
     assert any(f"request_id={given} " in line for line in journal.splitlines()), given
 
 
-def test_kill_9_brings_the_service_back_within_2_seconds_on_a_real_cpu(host, recovery_ms):
+def test_kill_9_brings_the_service_back_within_2_seconds_on_a_real_cpu(host, recovery_ms, full):
     before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     # Kill, then poll through nginx until it answers again; timed inside the host.
     script = f"""
@@ -197,7 +212,7 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
     assert recovered_ms <= recovery_ms
 
 
-def test_a_crash_loop_never_leaves_the_node_dead(host, recovery_ms):
+def test_a_crash_loop_never_leaves_the_node_dead(host, recovery_ms, full):
     # 50 kill -9 within about 10 s while a client keeps sending (so the
     # socket starts sortd too), then sortd must answer again within 2 s, and
     # neither unit may be left failed (no `systemctl reset-failed` needed).
@@ -231,7 +246,7 @@ echo "$kills $(( ($(date +%s%N) - start) / 1000000 ))"
     assert recovered_ms <= recovery_ms
 
 
-def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host):
+def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host, full):
     host.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
     try:
         answer = host.run(["curl", "-s", "-i", "--max-time", "10", "http://127.0.0.1/", "-d", "[2,1]"]).stdout
@@ -243,7 +258,7 @@ def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host):
     assert curl(host, "http://127.0.0.1/", "-d", SORT_BODY) == SORTED
 
 
-def test_upgrade_under_load_fails_no_request(host, host_debs):
+def test_upgrade_under_load_fails_no_request(host, host_debs, full):
     _, second = host_debs
     host.put(Path(testlab.load.__file__), "/root/load.py")
     pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
@@ -308,7 +323,7 @@ def test_remove_reinstall_and_purge_leaves_nothing(host):
     assert host.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"
 
 
-def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, host_debs):
+def test_install_and_upgrade_before_nginx_then_apt_completes_both(host, host_debs, full):
     # dpkg alone on a host without nginx: sortd is unpacked but cannot be
     # configured; upgraded so, it stays unconfigured; once apt brings nginx,
     # both are configured, in dependency order, and sortd serves.
