@@ -36,3 +36,31 @@ def arm64_debs(tmp_path_factory, debs) -> tuple[Path, Path]:
 def arm64_deb(arm64_debs) -> Path:
     """The arm64 build of the newer release."""
     return arm64_debs[1]
+
+
+# Where the time goes: every fixture's set-up and every test's phases, the
+# slowest printed at the end of the run.
+_fixture_seconds: list[tuple[float, str]] = []
+_test_seconds: list[tuple[float, str]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    started = time.monotonic()
+    yield
+    scope = "" if fixturedef.scope == "function" else f" ({fixturedef.scope})"
+    param = f"[{request.param_index}]" if getattr(request, "param_index", 0) else ""
+    _fixture_seconds.append((time.monotonic() - started, f"{fixturedef.argname}{param}{scope}"))
+
+
+def pytest_runtest_logreport(report):
+    _test_seconds.append((report.duration, f"{report.nodeid} ({report.when})"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    write = terminalreporter.write_line
+    terminalreporter.section("slowest fixtures and tests")
+    for title, rows in (("fixtures' set-up", _fixture_seconds), ("tests' phases", _test_seconds)):
+        write(f"slowest {title} (of {len(rows)}), in seconds:")
+        for seconds, name in sorted(rows, reverse=True)[:15]:
+            write(f"  {seconds:8.1f}  {name}")

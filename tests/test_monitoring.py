@@ -309,6 +309,7 @@ def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
 THRESHOLDS = {"probes": 12, "min_requests": 50, "max_error_ratio_increase": 0.01, "max_p99_ratio": 3.0}
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("canary_after, probes_failed, failed_on", [
     (metrics_text(1000, 0, {0.0003: 1000}), 0, None),               # like the others
     (metrics_text(1000, 5, {0.0003: 1005}), 0, None),               # +0.5% 5xx: within the limit

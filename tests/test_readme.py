@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from clusters import ROOT, SORT_BODY, SORTED
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.hosts import DATA, RUN, cgroup_dirs
@@ -130,6 +132,7 @@ def test_readme_main_command_works_as_written_from_a_fresh_clone(tmp_path):
     assert leftovers(clone) == []
 
 
+@pytest.mark.quick
 def test_readme_layout_table_matches_the_tree():
     section = re.search(r"^## Layout\n(.*?)(?=^## |\Z)", README.read_text(), re.S | re.M).group(1)
     named = {path for line in section.splitlines() if line.startswith("| `")
