@@ -48,9 +48,13 @@ _test_seconds: list[tuple[float, str]] = []
 def pytest_fixture_setup(fixturedef, request):
     started = time.monotonic()
     yield
+    # Named by the test that set it up, whose parameters tell, say, which
+    # platform's host booted.
+    item = getattr(request, "_pyfuncitem", None)
+    callspec = getattr(item, "callspec", None)
+    for_test = f"[{callspec.id}]" if callspec else ""
     scope = "" if fixturedef.scope == "function" else f" ({fixturedef.scope})"
-    param = f"[{request.param_index}]" if getattr(request, "param_index", 0) else ""
-    _fixture_seconds.append((time.monotonic() - started, f"{fixturedef.argname}{param}{scope}"))
+    _fixture_seconds.append((time.monotonic() - started, f"{fixturedef.argname}{for_test}{scope}"))
 
 
 def pytest_runtest_logreport(report):

@@ -241,7 +241,10 @@ echo "$kills $(( ($(date +%s%N) - start) / 1000000 ))"
     restarts = host.run(["systemctl", "show", "-p", "NRestarts", "--value", "sortd.service"]).stdout.strip()
     print(f"crash loop: {kills} kill -9 in {took:.1f}s (NRestarts {restarts}); answered again "
           f"{recovered_ms} ms after the last; units {states}")
-    assert kills >= 40, "the loop did not find sortd running often enough to kill it"
+    # A loop, not a kill or two: far past systemd's default start limit (5
+    # starts in 10 s), which the unit lifts. Under other load a restart takes longer and the loop finds sortd
+    # down more often (measured: 33 of 50 with a root build beside it).
+    assert kills >= 25, "the loop did not find sortd running often enough to kill it"
     assert states == ["active", "active"]
     assert recovered_ms <= recovery_ms
 
