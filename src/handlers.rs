@@ -121,15 +121,24 @@ where
                 seconds: timeout.as_secs(),
             })??;
         let max_numbers = state.config.max_numbers;
-        let (count, json) = if body.len() > BLOCKING_THRESHOLD {
-            tokio::task::spawn_blocking(move || sort_body(body, max_numbers, params.order, &work))
+        let blocking = body.len() > BLOCKING_THRESHOLD;
+        let metrics = Arc::clone(&state.metrics);
+        let observed = move || {
+            let stopped = |error: &ApiError| matches!(error, ApiError::Timeout { .. });
+            metrics.observe_sort(
+                || sort_body(body, max_numbers, params.order, &work),
+                stopped,
+            )
+        };
+        let (count, json) = if blocking {
+            tokio::task::spawn_blocking(observed)
                 .await
                 .map_err(|error| {
                     log::error!("sort task failed: {error}");
                     ApiError::Internal
                 })??
         } else {
-            sort_body(body, max_numbers, params.order, &work)?
+            observed()?
         };
         state.metrics.add_sorted(count);
         drop(reservation);

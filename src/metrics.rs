@@ -40,6 +40,8 @@ pub struct Metrics {
     numbers_sorted: Counter,
     in_flight: Gauge,
     abandoned: Counter,
+    sorts_in_progress: Gauge,
+    sorts_stopped: Counter,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,8 @@ impl Default for Metrics {
         let numbers_sorted = Counter::default();
         let in_flight = Gauge::default();
         let abandoned = Counter::default();
+        let sorts_in_progress = Gauge::default();
+        let sorts_stopped = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route, method and status",
@@ -107,6 +111,16 @@ impl Default for Metrics {
             "Requests whose client went away before the answer; their work was stopped",
             abandoned.clone(),
         );
+        registry.register(
+            "sorts_in_progress",
+            "Sorts being parsed, sorted or written now",
+            sorts_in_progress.clone(),
+        );
+        registry.register(
+            "sorts_stopped",
+            "Sorts stopped between their steps: past the request's deadline, or its client gone",
+            sorts_stopped.clone(),
+        );
         Metrics {
             registry: root,
             resident_memory,
@@ -115,6 +129,8 @@ impl Default for Metrics {
             numbers_sorted,
             in_flight,
             abandoned,
+            sorts_in_progress,
+            sorts_stopped,
         }
     }
 }
@@ -135,6 +151,22 @@ impl Metrics {
 
     pub fn add_sorted(&self, count: usize) {
         self.numbers_sorted.inc_by(count as u64);
+    }
+
+    /// Counts a sort in `sorts_in_progress` while `sort` runs, and in
+    /// `sorts_stopped` when it says it stopped.
+    pub fn observe_sort<T, E>(
+        &self,
+        sort: impl FnOnce() -> Result<T, E>,
+        stopped: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
+        self.sorts_in_progress.inc();
+        let result = sort();
+        self.sorts_in_progress.dec();
+        if result.as_ref().is_err_and(stopped) {
+            self.sorts_stopped.inc();
+        }
+        result
     }
 
     /// Starts observing a request; the observation ends with

@@ -514,11 +514,35 @@ async fn a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_budget() {
     assert_eq!(app.post("/", body).await.status, 200);
 }
 
+/// The value of a metric without labels, from the `/metrics` text.
+fn metric(metrics: &str, name: &str) -> Option<String> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(str::to_owned)
+    })
+}
+
+/// Polls `/metrics` until `done` holds, for at most 10 s; returns the text.
+async fn metrics_when(app: &TestApp, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text;
+        if done(&metrics) {
+            return metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn work_for_a_client_that_went_away_is_stopped() {
     let app = spawn_app().await;
-    // Large enough for the blocking pool, sent whole, then the client leaves.
-    let body = serde_json::to_string(&(0..2_000_000).rev().collect::<Vec<i64>>()).unwrap();
+    // Large enough for the blocking pool and for steps that take a while
+    // (under the 1,000,000-number limit), sent whole; once its sort is under
+    // way, the client leaves.
+    let body = serde_json::to_string(&(0..900_000).rev().collect::<Vec<i64>>()).unwrap();
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
@@ -526,22 +550,28 @@ async fn work_for_a_client_that_went_away_is_stopped() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body.as_bytes()).await.unwrap();
+    metrics_when(&app, |m| {
+        metric(m, "sortd_sorts_in_progress").as_deref() == Some("1")
+    })
+    .await;
     drop(stream);
-    let counted = |metrics: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("sortd_http_requests_abandoned_total "))
-            .map(str::to_owned)
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = app.get("/metrics").await.text;
-        if counted(&metrics).as_deref() == Some("1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The request is counted abandoned, and its work stops at the next step
+    // instead of running to its end.
+    let metrics = metrics_when(&app, |m| {
+        metric(m, "sortd_http_requests_abandoned_total").as_deref() == Some("1")
+            && metric(m, "sortd_sorts_in_progress").as_deref() == Some("0")
+    })
+    .await;
+    assert_eq!(
+        metric(&metrics, "sortd_sorts_stopped_total").as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sortd_numbers_sorted_total").as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
