@@ -6,7 +6,8 @@ use num_bigint::BigInt;
 use num_rational::BigRational;
 use num_traits::FromPrimitive;
 use proptest::prelude::*;
-use sortd::input::parse_body;
+use sortd::error::ApiError;
+use sortd::input::{parse_body, InputError};
 use sortd::sort::Order;
 
 /// A generated input number: its text as a client would write it, its exact
@@ -189,7 +190,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         if let Err(error) = parse_body(&bytes, 1000) {
-            prop_assert!(!error.to_string().is_empty());
+            client_error(error)?;
         }
     }
 
@@ -197,10 +198,37 @@ proptest! {
     fn arbitrary_number_like_strings_never_panic(text in r#"[\[\]0-9eE+\-.,_ xa\n\\"\u{e9}]{0,40}"#) {
         let body = serde_json::json!({"k": text, "n": [text.clone()]}).to_string();
         if let Err(error) = parse_body(body.as_bytes(), 1000) {
-            prop_assert!(!error.to_string().is_empty());
+            points_into(&error, &text)?;
+            client_error(error)?;
         }
         if let Err(error) = parse_body(format!("[{text}]").as_bytes(), 1000) {
-            prop_assert!(!error.to_string().is_empty());
+            client_error(error)?;
         }
     }
+}
+
+/// A parse error is the client's (a 4xx answer) and says what is wrong.
+fn client_error(error: InputError) -> Result<(), TestCaseError> {
+    let message = error.to_string();
+    let answer = ApiError::from(error);
+    prop_assert!(
+        answer.status().is_client_error(),
+        "{answer:?}: {}",
+        answer.status()
+    );
+    prop_assert!(
+        !answer.code().is_empty() && !message.is_empty(),
+        "{answer:?}"
+    );
+    Ok(())
+}
+
+/// An invalid value of `{"k": text, "n": [text]}` is named by its key, at a
+/// position inside `text`.
+fn points_into(error: &InputError, text: &str) -> Result<(), TestCaseError> {
+    if let InputError::InvalidValue { key, position, .. } = error {
+        prop_assert!(matches!(key.as_deref(), Some("k" | "n")), "{error:?}");
+        prop_assert!(*position <= text.chars().count(), "{error:?} in {text:?}");
+    }
+    Ok(())
 }
