@@ -203,6 +203,51 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     );
 }
 
+#[test]
+fn sigterm_waits_for_a_stuck_request_no_longer_than_the_drain_time() {
+    let mut command = Command::new(SORTD);
+    command.envs([
+        ("SORTD_LISTEN", "127.0.0.1:0"),
+        ("SORTD_DRAIN_SECS", "2"),
+        ("SORTD_TIMEOUT_SECS", "60"),
+        ("SORTD_IDLE_SECS", "60"),
+    ]);
+    let mut server = Server::start(command);
+    // A body that stops arriving: the request stays in flight.
+    let mut stuck = TcpStream::connect(&server.addr).unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stuck,
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n[1,"
+    )
+    .unwrap();
+    // Once sortd has the request (a second one answered on another
+    // connection shows it serves), SIGTERM.
+    assert!(post(&server.addr, "[2,1]").ends_with(r#"{"sorted_list":[1,2]}"#));
+    let pid = server.child.id().to_string();
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, log) = server.wait();
+    let took = sent.elapsed();
+    // It waited for the request (the drain), but not for the request's own
+    // 60 s timeout: the drain time, 2 s, bounds the exit.
+    assert!(status.success(), "{log}");
+    assert!(log.contains("drain time over"), "{log}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(30),
+        "exited {took:?} after SIGTERM; {log}"
+    );
+    // The stuck client is told by the connection's close, not left hanging.
+    let mut rest = Vec::new();
+    assert!(stuck.read_to_end(&mut rest).is_ok(), "connection left open");
+}
+
 /// Sends SIGTERM to a systemd-socket-activate (which exec'd sortd), waits
 /// for it and returns what it logged.
 fn terminate_and_read_log(mut child: Child) -> String {
