@@ -4,7 +4,7 @@ threads until a request count, a time limit, or a stop file is reached, then
 prints a JSON summary. Standard library only, so it runs inside test hosts.
 
     load.py URL [--threads 4] [--max-requests 20000] [--max-seconds 120]
-            [--stop-file PATH]
+            [--stop-file PATH] [--ready-file PATH]
 
 Every answer must be 200 with the expected sorted list; anything else (a
 status, a wrong body, a refused or reset connection) counts as a failure.
@@ -12,7 +12,8 @@ The summary also counts answers by their X-Sortd-Version header (which build
 of sortd answered, where a node's own nginx is asked), and gives the
 latencies: p50, p99 and the slowest, failures included; and the failures:
 each kind (the status and body, or the exception) with its count, and the
-first 20 in full.
+first 20 in full. The ready file, if given, is made at the first answer:
+the loop is running.
 """
 
 import argparse
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=20000)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--stop-file")
+    parser.add_argument("--ready-file")
     args = parser.parse_args()
     url = urllib.parse.urlsplit(args.url)
     deadline = time.monotonic() + args.max_seconds
@@ -62,6 +64,9 @@ def main() -> None:
                 connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
                 response = connection.getresponse()
                 body = response.read()
+                if args.ready_file is not None and not counts["answered"]:
+                    Path(args.ready_file).touch()
+                counts["answered"] += 1
                 ok = response.status == 200 and body == EXPECTED
                 with lock:
                     latencies.append(time.monotonic() - started)

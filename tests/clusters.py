@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from testlab import Forward, HostSpec, Lab, cluster_lab, free_port
+from testlab.hosts import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
@@ -206,15 +207,18 @@ def sort_at(port: int) -> str:
 def under_load(url: str, stop_dir: Path, max_seconds: float = 300):
     """Runs the lab's load loop against url until the block ends (bounded by
     max_seconds anyway); the yielded dict then holds its summary."""
-    stop = stop_dir / "stop-load"
+    stop, ready = stop_dir / "stop-load", stop_dir / "load-ready"
     stop.unlink(missing_ok=True)
+    ready.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "testlab.load", url, "--threads", "4", "--max-requests", "1000000",
-         "--max-seconds", str(max_seconds), "--stop-file", str(stop)],
+         "--max-seconds", str(max_seconds), "--stop-file", str(stop), "--ready-file", str(ready)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     summary: dict = {}
     try:
-        time.sleep(1)
+        # The block starts once the loop has its first answer, not after a guess.
+        wait_until(lambda: ready.exists() or process.poll() is not None, 30, "the load loop's first answer")
+        assert ready.exists(), "the load loop ended before its first answer"
         yield summary
         time.sleep(1)
     finally:

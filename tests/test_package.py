@@ -22,7 +22,7 @@ import testlab.load
 from clusters import METRICS_SPELLINGS, metrics_leaks, version_of
 from test_readme import check_api_examples
 from testlab import Forward, HostSpec, Lab, free_port
-from testlab.hosts import NATIVE_ARCH, SUITES
+from testlab.hosts import NATIVE_ARCH, SUITES, wait_until
 
 SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
@@ -267,13 +267,14 @@ def test_upgrade_under_load_fails_no_request(host, host_debs, full):
     pid_before = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     # The load runs inside the host against nginx on 127.0.0.1:80, bounded in
     # time and count; it stops when the upgrade is done.
-    load = host.run(["sh", "-c", "rm -f /root/stop; python3 /root/load.py http://127.0.0.1/ --threads 4 "
-                     "--max-seconds 90 --max-requests 200000 --stop-file /root/stop "
+    load = host.run(["sh", "-c", "rm -f /root/stop /root/ready; python3 /root/load.py http://127.0.0.1/ --threads 4 "
+                     "--max-seconds 90 --max-requests 200000 --stop-file /root/stop --ready-file /root/ready "
                      "> /root/load.json 2>&1 & echo started"])
     assert "started" in load.stdout
-    time.sleep(2)
+    wait_until(lambda: host.run(["test", "-e", "/root/ready"], check=False).returncode == 0, 60,
+               "the load loop's first answer")
     host.run(["apt-get", "install", "-y", "-q", "/root/sortd-2.deb"])
-    time.sleep(2)
+    time.sleep(2)  # the new release under the load too, not only the switch
     host.run(["touch", "/root/stop"])
     summary = None
     for _ in range(100):
