@@ -39,32 +39,36 @@ def arm64_deb(arm64_debs) -> Path:
 
 
 # Where the time goes: every fixture's set-up and every test's phases, the
-# slowest printed at the end of the run.
-_fixture_seconds: list[tuple[float, str]] = []
-_test_seconds: list[tuple[float, str]] = []
+# slowest printed at the end of the run. A plugin of the whole session, so
+# that it sees the session's fixtures too (this file's hooks see only what
+# is set up for nodes under tests/).
+class Timings:
+    def __init__(self) -> None:
+        self.fixtures: list[tuple[float, str]] = []
+        self.tests: list[tuple[float, str]] = []
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        started = time.monotonic()
+        yield
+        # Named by the test that set it up, whose parameters tell, say,
+        # which platform's host booted.
+        callspec = getattr(getattr(request, "_pyfuncitem", None), "callspec", None)
+        for_test = f"[{callspec.id}]" if callspec else ""
+        scope = "" if fixturedef.scope == "function" else f" ({fixturedef.scope})"
+        self.fixtures.append((time.monotonic() - started, f"{fixturedef.argname}{for_test}{scope}"))
+
+    def pytest_runtest_logreport(self, report):
+        self.tests.append((report.duration, f"{report.nodeid} ({report.when})"))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        write = terminalreporter.write_line
+        terminalreporter.section("slowest fixtures and tests")
+        for title, rows in (("fixtures' set-up", self.fixtures), ("tests' phases", self.tests)):
+            write(f"slowest {title} (of {len(rows)}), in seconds:")
+            for seconds, name in sorted(rows, reverse=True)[:15]:
+                write(f"  {seconds:8.1f}  {name}")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(fixturedef, request):
-    started = time.monotonic()
-    yield
-    # Named by the test that set it up, whose parameters tell, say, which
-    # platform's host booted.
-    item = getattr(request, "_pyfuncitem", None)
-    callspec = getattr(item, "callspec", None)
-    for_test = f"[{callspec.id}]" if callspec else ""
-    scope = "" if fixturedef.scope == "function" else f" ({fixturedef.scope})"
-    _fixture_seconds.append((time.monotonic() - started, f"{fixturedef.argname}{for_test}{scope}"))
-
-
-def pytest_runtest_logreport(report):
-    _test_seconds.append((report.duration, f"{report.nodeid} ({report.when})"))
-
-
-def pytest_terminal_summary(terminalreporter):
-    write = terminalreporter.write_line
-    terminalreporter.section("slowest fixtures and tests")
-    for title, rows in (("fixtures' set-up", _fixture_seconds), ("tests' phases", _test_seconds)):
-        write(f"slowest {title} (of {len(rows)}), in seconds:")
-        for seconds, name in sorted(rows, reverse=True)[:15]:
-            write(f"  {seconds:8.1f}  {name}")
+def pytest_configure(config):
+    config.pluginmanager.register(Timings(), "sortd-timings")

@@ -1,15 +1,17 @@
-"""The .deb on a real Debian host with systemd as PID 1 (a test host), one of
-each suite the lab boots (trixie, bookworm) and architecture (amd64 hosts are
-containers; arm64 hosts are VMs under emulation, with the arm64 build):
+"""The .deb on a real Debian host with systemd as PID 1 (a test host): one of
+each suite the lab boots (trixie, bookworm) on amd64 (containers), and a
+trixie arm64 host (a VM under emulation, with the arm64 build):
 lintian, systemd's and nginx's checks, install, crash recovery, upgrade under
 load, remove, reinstall, purge, and an install and upgrade that come before
 nginx does.
 
 The tests run in order against one host per suite and architecture, as an
 administrator would. The whole sequence runs on the current stable's host of
-each architecture; the other suite's hosts run the essential one (install,
-the README's examples, systemd's and nginx's checks, metrics and the access
-log, remove, reinstall and purge), where suites differ.
+each architecture; the other suite's amd64 host runs the essential one
+(install, the README's examples, systemd's and nginx's checks, metrics and
+the access log, remove, reinstall and purge), where suites differ. The
+bookworm arm64 host is a node of tests/test_deploy.py's mixed cluster:
+deployed there, then systemd's checks and a purge.
 """
 
 import json
@@ -28,8 +30,11 @@ SORT_BODY = '{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
 
 
-# Each suite on this machine's architecture, and each on arm64.
-PLATFORMS = [(suite, arch) for arch in (NATIVE_ARCH, "arm64") for suite in SUITES]
+# Each suite on this machine's architecture, and the current stable on
+# arm64: the bookworm arm64 host is a node of tests/test_deploy.py's mixed
+# cluster, which makes the essential checks there (each kind of emulated
+# host boots once per run).
+PLATFORMS = [(suite, NATIVE_ARCH) for suite in SUITES] + [(SUITES[0], "arm64")]
 
 
 @pytest.fixture(scope="module", params=PLATFORMS, ids="-".join)
@@ -143,14 +148,20 @@ def test_the_readme_api_examples_pass_through_nginx(host, http_port, platform):
     print(f"{count} README API examples through nginx on the {'-'.join(platform)} host: as written")
 
 
-def test_package_files_pass_systemd_and_nginx_checks(host, suite):
+def test_package_files_pass_systemd_and_nginx_checks(host, platform):
+    check_unit_files(host, " ".join(platform))
+
+
+def check_unit_files(host, platform: str) -> None:
+    """systemd's checks of the installed units, on a host; also used on a
+    deployed node by tests/test_deploy.py."""
     verify = host.run(["systemd-analyze", "verify", "sortd.socket", "sortd.service"], check=False)
     assert verify.returncode == 0 and verify.stdout.strip() == "" and verify.stderr.strip() == "", \
         verify.stdout + verify.stderr
     security = host.run(["systemd-analyze", "security", "sortd.service"]).stdout
     exposure = float(security.split("Overall exposure level for sortd.service:")[1].split()[0])
     systemd = host.run(["dpkg-query", "-W", "-f", "${Version}", "systemd"]).stdout
-    print(f"systemd-analyze verify: clean; security sortd.service (online, {suite} host, systemd {systemd}): "
+    print(f"systemd-analyze verify: clean; security sortd.service (online, {platform} host, systemd {systemd}): "
           f"{exposure}")
     assert exposure <= 1.0
     assert host.run(["test", "-f", "/usr/share/man/man8/sortd.8.gz"], check=False).returncode == 0
