@@ -67,14 +67,26 @@ def build_patched_deb(into: Path, revision: str, patches: dict[str, tuple[str, s
 
 
 def broken_release(deb: Path, work: Path) -> Path:
-    """The same package with a sortd that cannot start, at a higher version."""
-    unpacked = work / "broken"
+    """The same package with a sortd that cannot start, at a higher version:
+    its installation fails (dpkg's postinst cannot start the service)."""
+    return _repackaged(deb, work, "broken", "#!/bin/sh\necho 'sortd: this release is broken' >&2\nexit 1\n")
+
+
+def stale_release(deb: Path, work: Path) -> Path:
+    """The same build at a higher version, as from a tree that was not
+    rebuilt: it installs and starts, but answers with the build's own
+    version, not the package's. Only the deployment's health gate sees it."""
+    return _repackaged(deb, work, "stale")
+
+
+def _repackaged(deb: Path, work: Path, name: str, binary: str | None = None) -> Path:
+    unpacked = work / name
     shutil.rmtree(unpacked, ignore_errors=True)
     subprocess.run(["dpkg-deb", "-R", str(deb), str(unpacked)], check=True)
-    binary = unpacked / "usr/bin/sortd"
-    binary.write_text("#!/bin/sh\necho 'sortd: this release is broken' >&2\nexit 1\n")
+    if binary is not None:
+        (unpacked / "usr/bin/sortd").write_text(binary)
     control = unpacked / "DEBIAN/control"
-    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1) + "+broken"
+    version = re.search(r"^Version: (.*)$", control.read_text(), re.M).group(1) + f"+{name}"
     control.write_text(re.sub(r"^Version: .*$", f"Version: {version}", control.read_text(), flags=re.M))
     out = work / f"sortd_{version}_amd64.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(unpacked), str(out)], check=True,

@@ -22,8 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, broken_release, cluster_up, finish, history,
-                      http_status, metrics_leaks, playbook, recap, served, sort_at, start_playbook, under_load,
+from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, history, http_status,
+                      metrics_leaks, playbook, recap, served, sort_at, stale_release, start_playbook, under_load,
                       version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
@@ -240,19 +240,71 @@ def test_losing_a_whole_node_fails_no_request(cluster, work):
     assert returned > 0, "traffic did not return to web-03"
 
 
-def test_rolling_upgrade_fails_no_request(cluster, debs, work):
+def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, debs, work):
+    # One load loop over two runs: a rolling upgrade, which holds the deploy
+    # lock; a second deployment meanwhile refuses at once, naming the holder;
+    # a third, a rollback to a .deb file of the control node told to wait for
+    # the lock, runs after it. Neither the upgrade nor the rollback fails a
+    # request.
     lab, hosts = cluster
     old, new = (version_of(deb) for deb in debs)
-    with under_load(LOAD_URL, work) as load:
-        output, took = deploy(cluster, debs[1])
-    measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s; {load['requests']} requests, "
-            f"{load['failed']} failed; slowest {load['slowest']:.2f}s")
+    lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
+
+    def start(*args: str):
+        return start_playbook(hosts, *lab_client_exempt(lab), *args)
+
+    def lock_taken() -> bool:
+        return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0
+
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    with under_load(LOAD_URL, work, max_seconds=600) as load:
+        started = time.monotonic()
+        first = start("-e", f"release_deb={debs[1]}")
+        wait_until(lock_taken, 60, "the first run's lock")
+        asked = time.monotonic()
+        refused = finish(start("-e", f"release_deb={debs[1]}"), check=False)
+        refused_in = time.monotonic() - asked
+        waiting = start("-e", f"sortd_rollback={debs[0]}", "-e", "lock_wait=300")
+        first_output = finish(first)
+        took = time.monotonic() - started
+        upgraded = [version_on(lab, node) for node in WEB]
+        waited_output = finish(waiting)
+    measure(f"rolling upgrade of 3 web nodes, one at a time: {took:.1f}s, then a rollback to a .deb file "
+            f"that waited for the lock; {load['requests']} requests, {load['failed']} failed; "
+            f"slowest {load['slowest']:.2f}s")
+    holder = next((line for line in refused.splitlines() if "Another run holds the deploy lock" in line), "")
+    measure(f"deploy lock: a second run refused in {refused_in:.1f}s: {holder.strip()[:300]}")
     assert load["failed"] == 0, load["failures"]
+    assert "Another run holds the deploy lock on lb-01" in refused and f"deploy {new}" in refused, \
+        refused[-3000:]
+    assert "ansible/unlock.yaml" in refused
+    # The first upgraded every node, one at a time: the install task ran in
+    # three batches of one node.
+    assert old != new and upgraded == [new] * 3, upgraded
+    installs = re.findall(r"TASK \[web : Install the sortd package\].*\n(?:.*\n)*?(changed|ok|fatal): \[(\S+)\]",
+                          first_output)
+    assert [node for _, node in installs] == WEB, installs
     # Which build answered stays behind the load balancer (the rollout asks
     # each node itself): no answer through it carried X-Sortd-Version.
     assert load["versions"] == {"-": load["requests"]}, load["versions"]
-    assert old != new and [version_on(lab, node) for node in WEB] == [new] * 3
-    # Nor does any other answer through it: headers and bodies.
+    # The waiting one waited, then rolled back.
+    assert "RETRYING" in waited_output and all(recap(waited_output)[node]["changed"] > 0 for node in WEB)
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    assert not lock_taken()
+
+    # A run killed while it holds the lock leaves it; the next refuses until
+    # the lock is broken with the documented command.
+    killed = start("-e", f"release_deb={debs[1]}")
+    wait_until(lock_taken, 60, "the killed run's lock")
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert "Another run holds the deploy lock" in finish(start("-e", f"release_deb={debs[1]}"), check=False)
+    broke = finish(start_playbook(hosts, playbook_file="ansible/unlock.yaml"))
+    assert "Broke the deploy lock of" in broke, broke[-3000:]
+    finish(start("-e", f"release_deb={debs[1]}"))
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    # Nor does any other answer through the load balancer show the version:
+    # headers and bodies.
     for path in ("/", "/healthz", "/nowhere"):
         request = urllib.request.Request(f"http://127.0.0.1:8080{path}")
         try:
@@ -261,10 +313,6 @@ def test_rolling_upgrade_fails_no_request(cluster, debs, work):
         except urllib.error.HTTPError as error:
             seen = str(error.headers) + error.read().decode()
         assert new not in seen and "X-Sortd-Version" not in seen, (path, seen)
-    # One node at a time: the install task ran in three batches of one node.
-    installs = re.findall(r"TASK \[web : Install the sortd package\].*\n(?:.*\n)*?(changed|ok|fatal): \[(\S+)\]",
-                          output)
-    assert [node for _, node in installs] == WEB, installs
 
 
 def test_a_silent_node_costs_a_request_at_most_3_seconds(cluster, work):
@@ -328,9 +376,12 @@ def test_slow_clients_do_not_stop_normal_requests(cluster, work):
 
 
 def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work):
+    # A release that installs and starts but answers with another build's
+    # version: only the health gate can stop it. (One whose installation
+    # fails: the canary's test in tests/test_monitoring.py.)
     lab, hosts = cluster
     good = version_of(debs[1])
-    bad = broken_release(debs[1], work)
+    bad = stale_release(debs[1], work)
     bad_version = version_of(bad)
     with under_load(LOAD_URL, work) as load:
         output, took = deploy(cluster, bad, "-e", "web_health_retries=5", "-e", "web_health_delay=1",
@@ -340,87 +391,44 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
             f"{load['failed']} failed; {message.strip()[:300]}")
     assert recap(output)["web-01"]["failed"] == 1
     assert "web-02" not in recap(output) or recap(output)["web-02"]["changed"] == 0
-    assert f"sortd {bad_version} failed on web-01" in output
+    assert f"sortd {bad_version} failed on web-01: Wait until sortd answers ok, with the expected version" in output, \
+        output[-3000:]
     assert f"Rolled back to {good}" in output
     assert [version_on(lab, node) for node in WEB] == [good] * 3
     assert load["failed"] == 0, load["failures"]
 
 
-def test_roll_back_to_the_previous_release_a_named_one_and_a_file(cluster, debs, work):
+def test_roll_back_to_the_previous_release_and_a_named_one(cluster, debs, work):
+    # (A rollback to a .deb file of the control node: the lock's test above.)
     lab, _ = cluster
     old, new = (version_of(deb) for deb in debs)
     assert [version_on(lab, node) for node in WEB] == [new] * 3
 
-    def roll_back(to: str, version: str, what: str) -> None:
+    def roll_back(to: str, version: str, what: str, *args: str) -> None:
         """A rollback as a user types it, rolling under the load loop."""
         with under_load(LOAD_URL, work) as load:
-            _, took = deploy(cluster, debs[1], "-e", f"sortd_rollback={to}")
+            _, took = deploy(cluster, debs[1], "-e", f"sortd_rollback={to}", *args)
         measure(f"rollback to {what}, rolling: {took:.1f}s; {load['requests']} requests, {load['failed']} failed")
         assert load["failed"] == 0, load["failures"]
         assert [version_on(lab, node) for node in WEB] == [version] * 3
 
     roll_back("previous", old, "the previous release")
-    # To a version kept on the nodes, then to a .deb file of the control node.
-    roll_back(new, new, "a named version kept on the nodes")
-    roll_back(str(debs[0]), old, "a .deb file of the control node")
+    # To a version kept on the nodes; releases past web_keep_releases are
+    # then removed, and the running one stays.
+    roll_back(new, new, "a named version kept on the nodes", "-e", "web_keep_releases=1")
+    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
+    assert kept == [debs[1].name], kept
     # A version no node keeps: the play stops before touching any, and says
     # which versions there are.
-    output, _ = deploy(cluster, debs[1], "-e", "sortd_rollback=9.9.9-1", check=False)
-    assert "keeps no release 9.9.9-1 to roll back to" in output and new in output, output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    output, _ = deploy(cluster, debs[1], "-e", f"sortd_rollback={old}", check=False)
+    assert f"keeps no release {old} to roll back to" in output and new in output, output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
     # Every step is in each node's history (the bad release's failure too).
     entries = history(lab, "web-02")
     steps = [(e["action"], e["from"], e["to"], e["result"]) for e in entries]
-    assert steps[-3:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok"), ("rollback", new, old, "ok")], steps
-    assert ("deploy", old, new, "ok") in steps and all(e["by"].count("@") == 1 for e in entries)
-    # Releases past web_keep_releases are removed; the running one stays.
-    deploy(cluster, debs[1], "-e", "web_keep_releases=1", "-e", f"sortd_rollback={old}")
-    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
-    assert kept == [debs[0].name], kept
-
-
-def test_one_deployment_at_a_time(cluster, debs, work):
-    lab, hosts = cluster
-    old, new = (version_of(deb) for deb in debs)
-    lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
-    def start(*args: str):
-        return start_playbook(hosts, *lab_client_exempt(lab), *args)
-
-    def lock_taken() -> bool:
-        return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0
-
-    # A rolling upgrade holds the lock; a second deployment meanwhile
-    # refuses at once, naming the holder; a third, told to wait, runs after.
-    first = start("-e", f"release_deb={debs[1]}")
-    wait_until(lock_taken, 60, "the first run's lock")
-    started = time.monotonic()
-    refused = finish(start("-e", f"release_deb={debs[1]}"), check=False)
-    refused_in = time.monotonic() - started
-    waiting = start("-e", f"sortd_rollback={debs[0]}", "-e", "lock_wait=300")
-    first_output = finish(first)
-    waited_output = finish(waiting)
-    holder = next((line for line in refused.splitlines() if "Another run holds the deploy lock" in line), "")
-    measure(f"deploy lock: a second run refused in {refused_in:.1f}s: {holder.strip()[:300]}")
-    assert "Another run holds the deploy lock on lb-01" in refused and f"deploy {new}" in refused, \
-        refused[-3000:]
-    assert "ansible/unlock.yaml" in refused
-    # The first upgraded every node; the waiting one waited, then rolled back.
-    assert all(recap(first_output)[node]["changed"] > 0 for node in WEB), first_output[-3000:]
-    assert "RETRYING" in waited_output and all(recap(waited_output)[node]["changed"] > 0 for node in WEB)
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
-    assert not lock_taken()
-
-    # A run killed while it holds the lock leaves it; the next refuses until
-    # the lock is broken with the documented command.
-    killed = start("-e", f"release_deb={debs[1]}")
-    wait_until(lock_taken, 60, "the killed run's lock")
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait(timeout=30)
-    assert "Another run holds the deploy lock" in finish(start("-e", f"release_deb={debs[1]}"), check=False)
-    broke = finish(start_playbook(hosts, playbook_file="ansible/unlock.yaml"))
-    assert "Broke the deploy lock of" in broke, broke[-3000:]
-    finish(start("-e", f"release_deb={debs[1]}"))
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    assert steps[-2:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok")], steps
+    assert ("deploy", old, new, "ok") in steps and ("rollback", new, old, "ok") in steps[:-2], steps
+    assert all(e["by"].count("@") == 1 for e in entries)
 
 
 def test_a_failed_run_releases_the_lock(cluster, debs):
@@ -450,8 +458,6 @@ def test_a_failed_run_releases_the_lock(cluster, debs):
     assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
     assert not lock_taken()
     assert sort_at(8080) == SORTED
-    deploy(cluster, debs[1])
-    assert not lock_taken()
 
 
 def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
