@@ -394,6 +394,8 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     assert f"sortd {bad_version} failed on web-01: Wait until sortd answers ok, with the expected version" in output, \
         output[-3000:]
     assert f"Rolled back to {good}" in output
+    # The message says what the node answered instead.
+    assert f"(it says it is {good})" in output, output[-3000:]
     assert [version_on(lab, node) for node in WEB] == [good] * 3
     assert load["failed"] == 0, load["failures"]
 
