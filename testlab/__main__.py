@@ -18,6 +18,9 @@ def main() -> None:
     down.add_argument("lab", nargs="?", default=cluster.CLUSTER_LAB)
     sub.add_parser("rootfs", help="build the cached root filesystem of the test hosts")
     sub.add_parser("box", help="build (once) and add the libvirt box of the Vagrant lab; print its name")
+    proxy = sub.add_parser("apt-proxy", help="start the labs' apt-cacher-ng in the background, unless one "
+                                             "runs; print its PID (the caller stops it)")
+    proxy.add_argument("log_file", type=Path)
     args = parser.parse_args()
     if args.command == "cluster-up":
         booting = cluster.cluster_lab(args.cluster_file)
@@ -32,6 +35,9 @@ def main() -> None:
         print("\n".join(lines) if lines else "no local cluster is up")
     elif args.command == "down":
         hosts.down(args.lab)
+    elif args.command == "apt-proxy":
+        pid = hosts.start_apt_proxy(args.log_file)
+        print(pid or "")
     elif args.command == "rootfs":
         print(hosts.rootfs())
     else:

@@ -23,6 +23,7 @@ behind by a killed process is cleaned by the next `Lab` of the same name or by
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -153,9 +154,21 @@ def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE,
     root = CACHE / f"{name}-{key}"
     if (root / ".complete").exists():
         return root
-    for stale in CACHE.glob(f"{name}-{'?' * len(key)}"):  # older package lists
-        shutil.rmtree(stale, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
+    # One build of a root at a time, when streams of tests run side by side:
+    # the second waits for the first's and uses it.
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".complete").exists():
+            _build_rootfs(root, name, key, packages, suite, arch, options)
+    return root
+
+
+def _build_rootfs(root: Path, name: str, key: str, packages: list[str], suite: str, arch: str,
+                  options: list[str]) -> None:
+    foreign = [] if arch == NATIVE_ARCH else [arch]
+    for stale in CACHE.glob(f"{name}-{'?' * len(key)}"):  # older package lists, or a killed build
+        shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     log(f"building {root} with mmdebstrap (a minute or more, once)")
     if foreign:
@@ -174,7 +187,6 @@ def cached_rootfs(flavor: str, packages: list[str], suite: str = DEFAULT_SUITE,
         key_file.unlink()
     (root / ".complete").write_text(time.strftime("%F %T\n"))
     log(f"rootfs built in {time.monotonic() - started:.0f}s")
-    return root
 
 
 class Host:
@@ -320,22 +332,12 @@ class Lab:
         return process
 
     def ensure_apt_proxy(self) -> None:
-        """Our apt-cacher-ng on 127.0.0.1 only; started here if not running."""
+        """Our apt-cacher-ng on 127.0.0.1 only; started here, for this lab's
+        life, if not running (scripts/run-tests starts one for all the labs
+        of its streams: see start_apt_proxy)."""
         if listening(HOST_APT_PROXY_PORT):
             return
-        cache = CACHE / "apt-cacher-ng"
-        for directory in (cache, cache / "log", cache / "conf"):
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chown(directory, *_user_ids("apt-cacher-ng"))
-        # Our own configuration, without the stock remap rules: those send
-        # deb.debian.org requests to a mirror list instead, and fail. With
-        # none, it fetches exactly what the guests' sources.list names.
-        (cache / "conf" / "acng.conf").write_text(
-            f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {HOST_APT_PROXY_PORT}\n"
-            "BindAddress: 127.0.0.1\nForeGround: 1\nExThreshold: 4\n")
-        # Never `apt-cacher-ng --help`: it starts a daemon on 0.0.0.0.
-        self.spawn(["apt-cacher-ng", "-c", str(cache / "conf")],
-                   log_file=self.run_dir / "apt-cacher-ng.log")
+        self.spawn(apt_proxy_command(), log_file=self.run_dir / "apt-cacher-ng.log")
         wait_until(lambda: listening(HOST_APT_PROXY_PORT), 15, f"apt-cacher-ng on 127.0.0.1:{HOST_APT_PROXY_PORT}")
 
     # -- hosts -------------------------------------------------------------
@@ -523,6 +525,36 @@ class Lab:
                     f"UNIX-CONNECT:{sock}"])
         wait_until(lambda: listening(host_port, host_ip), 10,
                    f"{host_ip}:{host_port} -> {label}")
+
+
+def apt_proxy_command() -> list[str]:
+    """apt-cacher-ng on 127.0.0.1:HOST_APT_PROXY_PORT in the foreground,
+    caching under CACHE; its folders and configuration made first."""
+    cache = CACHE / "apt-cacher-ng"
+    for directory in (cache, cache / "log", cache / "conf"):
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chown(directory, *_user_ids("apt-cacher-ng"))
+    # Our own configuration, without the stock remap rules: those send
+    # deb.debian.org requests to a mirror list instead, and fail. With
+    # none, it fetches exactly what the guests' sources.list names.
+    (cache / "conf" / "acng.conf").write_text(
+        f"CacheDir: {cache}\nLogDir: {cache / 'log'}\nPort: {HOST_APT_PROXY_PORT}\n"
+        "BindAddress: 127.0.0.1\nForeGround: 1\nExThreshold: 4\n")
+    # Never `apt-cacher-ng --help`: it starts a daemon on 0.0.0.0.
+    return ["apt-cacher-ng", "-c", str(cache / "conf")]
+
+
+def start_apt_proxy(log_file: Path) -> int | None:
+    """Starts apt-cacher-ng for labs that run side by side (one lab's exit
+    must not stop the proxy another is using); returns its PID, for the
+    caller to stop, or None if one is already running."""
+    if listening(HOST_APT_PROXY_PORT):
+        return None
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen(apt_proxy_command(), stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until(lambda: listening(HOST_APT_PROXY_PORT), 15, f"apt-cacher-ng on 127.0.0.1:{HOST_APT_PROXY_PORT}")
+    return process.pid
 
 
 # The cgroup hierarchies a host's processes join: systemd's own (v1 name=

@@ -2,6 +2,7 @@
 file's nodes as test hosts, run the playbook against them as against cloud
 hosts, read its recap, and put a bounded load on them."""
 
+import fcntl
 import http.client
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -20,6 +22,12 @@ from testlab.hosts import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
+# scripts/run-tests runs two streams of suites side by side; the second
+# shifts every port its clusters forward on 127.0.0.1 by this much, so that
+# both can own "8080" (the default cluster's load balancer) at once.
+PORT_OFFSET = int(os.environ.get("SORTD_TEST_PORT_OFFSET", "0"))
+# Where a cluster file's 127.0.0.1:8080 is forwarded in this stream.
+LB_PORT = 8080 + PORT_OFFSET
 # Ansible's output as plain text, for recap() and for failure messages.
 PLAIN_ANSIBLE = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
 
@@ -98,9 +106,14 @@ def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROO
     env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
     if cwd != ROOT:
         env.pop("CARGO_TARGET_DIR", None)  # a copy builds in its own tree
-    out = subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-    built = Path(out.strip().splitlines()[-1])
-    return Path(shutil.copy(built, into / built.name))
+    # One build at a time in this tree, whichever stream asks: cargo deb
+    # removes the older packages of target/debian, another stream's included.
+    (ROOT / "target").mkdir(exist_ok=True)
+    with open(ROOT / "target" / ".tests-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+        built = Path(out.strip().splitlines()[-1])
+        return Path(shutil.copy(built, into / built.name))
 
 
 @contextmanager
@@ -120,12 +133,21 @@ def host_with_package(name: str, ip: str, deb: Path):
 def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None):
     """The cluster file's nodes booted as test hosts (those in `archs` of that
     architecture), removed on exit; yields the lab, the ssh-block cluster
-    file that reaches them, and the boot time."""
-    booting = cluster_lab(cluster, name=name, archs=archs)
-    with booting.lab as lab:
-        started = time.monotonic()
-        hosts = booting.up()
-        yield lab, hosts, time.monotonic() - started
+    file that reaches them, and the boot time. Forwarded ports are shifted
+    by PORT_OFFSET."""
+    with tempfile.TemporaryDirectory(prefix="sortd-cluster-") as work:
+        if PORT_OFFSET:
+            shifted = json.loads(cluster.read_text())
+            for node in shifted["nodes"]:
+                for mapping in node.get("port_mappings", []):
+                    mapping["host_port"] += PORT_OFFSET
+            cluster = Path(work) / cluster.name
+            cluster.write_text(json.dumps(shifted))
+        booting = cluster_lab(cluster, name=name, archs=archs)
+        with booting.lab as lab:
+            started = time.monotonic()
+            hosts = booting.up()
+            yield lab, hosts, time.monotonic() - started
 
 
 def start_playbook(cluster: Path, *args: str, playbook_file: str = "ansible/playbook.yaml") -> subprocess.Popen:

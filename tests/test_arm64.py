@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from clusters import ROOT, SORTED, cluster_up, playbook, recap, sort_at, version_of
+from clusters import LB_PORT, ROOT, SORTED, cluster_up, playbook, recap, sort_at, version_of
 from test_readme import check_api_examples
 from testlab import free_port, listening
 from testlab.hosts import wait_until
@@ -84,7 +84,7 @@ def test_each_node_gets_the_build_of_its_own_architecture(debs, arm64_deb, tmp_p
     with cluster_up(ROOT / "cluster.json", "archs") as (lab, hosts, _):
         playbook(hosts, named)
         installed = lab.hosts["web-01"].run(["dpkg-query", "-W", "-f", "${Architecture} ${Version}", "sortd"]).stdout
-        assert installed == f"amd64 {version}" and sort_at(8080) == SORTED
+        assert installed == f"amd64 {version}" and sort_at(LB_PORT) == SORTED
         # A release built for arm64 only stops before the node changes,
         # saying how to build the missing one.
         lonely = tmp_path / "lonely" / "sortd_0.0.1-1_arm64.deb"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import ROOT, SORTED, cluster_up, playbook, recap, served, sort_at, version_of
+from clusters import LB_PORT, ROOT, SORTED, cluster_up, playbook, recap, served, sort_at, version_of
 from test_package import check_unit_files, nothing_left
 from testlab.hosts import DEFAULT_SUITE
 
@@ -29,7 +29,7 @@ def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, tmp_path):
         assert codename(lab.hosts["web-01"]) == suite
         output, first = playbook(hosts, deb)
         assert recap(output)["web-01"]["failed"] == 0
-        assert sort_at(8080) == SORTED
+        assert sort_at(LB_PORT) == SORTED
         # A one-node cluster has no load balancer, and says nothing about it.
         assert "WARNING" not in output, output
 
@@ -49,11 +49,11 @@ def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, tmp_path):
         assert recap(output)["web-01"]["failed"] == 1, output[-4000:]
         assert "RUNNING HANDLER [nginx : Check nginx configuration]" in output, output[-4000:]
         assert "RUNNING HANDLER [nginx : Reload nginx]" not in output, output[-4000:]
-        assert sort_at(8080) == SORTED
+        assert sort_at(LB_PORT) == SORTED
         host.run(["rm", "/etc/nginx/conf.d/broken.conf"])
         output, _ = playbook(hosts, deb)
         assert recap(output)["web-01"]["failed"] == 0
-        assert sort_at(8080) == SORTED
+        assert sort_at(LB_PORT) == SORTED
 
 
 @pytest.mark.quick
@@ -97,7 +97,7 @@ def test_a_cluster_of_mixed_suites_and_architectures_converges_and_serves_throug
         webs = [name for name in platforms if name.startswith("web-")]
         options = ["-e", json.dumps({"lb_unlimited_clients": [lab.gateway], "sortd_web_serial": len(webs)})]
         output, first = playbook(hosts, deb, *options)
-        assert sort_at(8080) == SORTED
+        assert sort_at(LB_PORT) == SORTED
         for name in webs:
             installed = lab.hosts[name].run(["dpkg-query", "-W", "-f", "${Architecture} ${Version}", "sortd"]).stdout
             assert installed == f"{platforms[name][1]} {version_of(deb)}"
@@ -105,7 +105,7 @@ def test_a_cluster_of_mixed_suites_and_architectures_converges_and_serves_throug
         assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
         # The load balancer spreads sorts over every web node, of both suites and architectures.
         before = {name: served(lab, name) for name in webs}
-        assert all(sort_at(8080) == SORTED for _ in range(30))
+        assert all(sort_at(LB_PORT) == SORTED for _ in range(30))
         after = {name: served(lab, name) for name in webs}
         assert all(after[name] > before[name] for name in webs), (before, after)
         print(f"mixed suites and architectures {platforms}: boot {booted:.1f}s, first playbook {first:.1f}s, "
