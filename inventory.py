@@ -2,11 +2,16 @@
 """Ansible dynamic inventory for sortd, read from cluster.json.
 
 cluster.json (or the file named by $SORTD_CLUSTER) is the one description of
-the cluster; this script only translates it, and it is also the one place that
-checks it: the Vagrantfile and scripts/local-cluster run `inventory.py --check`,
+an environment: its nodes and its settings. This script only translates it,
+and it is also the one place that checks it: the Vagrantfile runs
+`inventory.py --check` and the local test hosts read it through this module,
 so a bad file fails with the same message everywhere. The rules are the JSON
 Schema in cluster.schema.json, plus what a schema cannot say (unique names and
-ports, how Ansible reaches each node).
+ports, how Ansible reaches each node, and each setting's name and type, which
+the roles' meta/argument_specs.yaml own).
+
+- Settings become group variables: "all" for every node, a group's for its
+  nodes. They outrank the roles' defaults; -e outranks them.
 
 - A Vagrant node (no "ssh" block) is reached on 127.0.0.1 at the forwarded
   host port of guest port 22, as user vagrant, with the key Vagrant made:
@@ -21,6 +26,7 @@ Usage: inventory.py --list | --host NAME | --check
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import json
 import os
@@ -29,6 +35,7 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parent
 SCHEMA = PROJECT / "cluster.schema.json"
+ROLES = PROJECT / "ansible" / "roles"
 DEFAULT_GROUPS = ["web"]
 VAGRANT_PROVIDERS = ["virtualbox", "libvirt"]
 
@@ -67,6 +74,16 @@ def describe(error, document: dict) -> str:
 def load_cluster(path: Path) -> list[dict[str, Any]]:
     """The nodes of a cluster file, checked, with defaults filled in.
     Any problem exits with a message naming the file, node and field."""
+    return load_environment(path)[0]
+
+
+def load_settings(path: Path) -> dict[str, dict[str, Any]]:
+    """The settings of a cluster file, checked: {group or "all": {name: value}}."""
+    return load_environment(path)[1]
+
+
+def load_environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A cluster file's nodes (defaults filled in) and settings, checked."""
     try:
         import jsonschema
     except ImportError:
@@ -84,14 +101,15 @@ def load_cluster(path: Path) -> list[dict[str, Any]]:
     if errors:
         raise SystemExit("\n".join(f"{path}: {describe(e, document)}" for e in errors))
     nodes = [dict(node, groups=node.get("groups", DEFAULT_GROUPS)) for node in document["nodes"]]
-    problems = check_cluster(nodes)
+    settings = document.get("settings", {})
+    problems = check_cluster(nodes) + check_settings(settings)
     if problems:
         raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
     for node in nodes:
         if "ssh" in node:
             node["ssh"] = dict(node["ssh"], **{field: resolve(path, node["ssh"][field])
                                                for field in ("key", "known_hosts") if field in node["ssh"]})
-    return nodes
+    return nodes, settings
 
 
 def resolve(cluster_file: Path, name: str) -> str:
@@ -121,6 +139,66 @@ def check_cluster(nodes: list[dict[str, Any]]) -> list[str]:
         if "ssh" not in node and not any(m["guest_port"] == 22 for m in mappings):
             problems.append(f"{label}: port_mappings: a Vagrant node needs a mapping for guest_port 22 "
                             "(or give the node an ssh block if it is not a Vagrant VM)")
+    return problems
+
+
+def role_options() -> dict[str, dict[str, Any]]:
+    """Every variable the roles declare (meta/argument_specs.yaml), with its spec."""
+    try:
+        import yaml
+    except ImportError:
+        raise SystemExit("inventory.py needs PyYAML to read the roles' settings: pip install pyyaml "
+                         "(or apt install python3-yaml)")
+    options: dict[str, dict[str, Any]] = {}
+    for specs in sorted(ROLES.glob("*/meta/argument_specs.yaml")):
+        for entry_point in yaml.safe_load(specs.read_text())["argument_specs"].values():
+            for name, spec in (entry_point.get("options") or {}).items():
+                options.setdefault(name, spec)
+    return options
+
+
+# argument_specs types -> the JSON values that are of that type.
+SPEC_TYPES = {
+    "str": lambda v: isinstance(v, str),
+    "path": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "dict": lambda v: isinstance(v, dict),
+    "raw": lambda v: True,
+}
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def check_settings(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Each setting's group, name and type, against the roles' argument specs."""
+    problems = []
+    scopes = ["all", *known_groups()]
+    options = role_options() if settings else {}
+    for scope, values in settings.items():
+        if scope not in scopes:
+            problems.append(f"settings.{scope}: not a group (one of {', '.join(scopes)})"
+                            f"{did_you_mean(scope, scopes)}")
+            continue
+        for name, value in values.items():
+            where = f"settings.{scope}.{name}"
+            spec = options.get(name)
+            if spec is None:
+                problems.append(f"{where}: no role has this setting{did_you_mean(name, list(options))}")
+                continue
+            kind = spec.get("type", "str")
+            if not SPEC_TYPES[kind](value):
+                problems.append(f"{where}: {json.dumps(value)} is not of type {kind}")
+            elif kind == "list" and "elements" in spec and not all(SPEC_TYPES[spec["elements"]](item)
+                                                                   for item in value):
+                problems.append(f"{where}: {json.dumps(value)} is not a list of {spec['elements']}")
+            elif "choices" in spec and value not in spec["choices"]:
+                problems.append(f"{where}: {json.dumps(value)} is not one of {spec['choices']}")
     return problems
 
 
@@ -171,16 +249,19 @@ def host_vars(node: dict[str, Any]) -> dict[str, Any]:
 
 def known_groups() -> list[str]:
     """The groups a node may be in, as the schema lists them."""
-    return json.loads(SCHEMA.read_text())["$defs"]["node"]["properties"]["groups"]["items"]["enum"]
+    return json.loads(SCHEMA.read_text())["$defs"]["group"]["enum"]
 
 
-def inventory(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+def inventory(nodes: list[dict[str, Any]], settings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     # Every group the playbook names exists, empty or not, so a cluster
     # without a load balancer runs its play without a warning.
     groups: dict[str, Any] = {group: {"hosts": []} for group in known_groups()}
     for node in nodes:
         for group in node["groups"]:
             groups.setdefault(group, {"hosts": []})["hosts"].append(node["host_name"])
+    for scope, values in (settings or {}).items():
+        if values:
+            groups.setdefault(scope, {})["vars"] = values
     return {**groups, "_meta": {"hostvars": {n["host_name"]: host_vars(n) for n in nodes}}}
 
 
@@ -192,16 +273,17 @@ def main() -> None:
     action.add_argument("--check", action="store_true", help="check the cluster file, print its nodes")
     args = parser.parse_args()
     path = cluster_path()
-    nodes = load_cluster(path)
+    nodes, settings = load_environment(path)
     if args.list:
-        print(json.dumps(inventory(nodes), indent=2))
+        print(json.dumps(inventory(nodes, settings), indent=2))
     elif args.host:
         node = next((n for n in nodes if n["host_name"] == args.host), None)
         if node is None:
             raise SystemExit(f"{path}: no node named {args.host!r}")
         print(json.dumps(host_vars(node), indent=2))
     else:
-        print(f"{path}: {len(nodes)} node(s): {', '.join(n['host_name'] for n in nodes)}")
+        count = sum(len(values) for values in settings.values())
+        print(f"{path}: {len(nodes)} node(s): {', '.join(n['host_name'] for n in nodes)}; {count} setting(s)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ writes a second cluster file that describes the same nodes the way a user
 describes cloud hosts, with `ssh` blocks (127.0.0.1 at the forwarded SSH port,
 user `vagrant`, the lab's key, a known_hosts file with the hosts' keys), so
 `SORTD_CLUSTER=<that file> ansible-playbook ansible/playbook.yaml` deploys to
-them exactly as to cloud hosts.
+them exactly as to cloud hosts, with the source file's settings.
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class ClusterLab:
             "ssh": {"host": "127.0.0.1", "port": ssh_ports[host.name], "user": "vagrant",
                     "key": str(host.key), "known_hosts": str(self.known_hosts), "private_ip": host.ip},
         } for host, node in zip(hosts, self.nodes)]}
+        settings = inventory.load_settings(self.source)
+        if settings:  # the environment's, as its file has them
+            cluster["settings"] = settings
         self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
         (self.lab.data_dir / "source").write_text(f"{self.source.resolve()}\n")
         return self.cluster_file

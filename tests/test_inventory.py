@@ -124,6 +124,41 @@ def test_three_node_example_is_valid():
     assert listing["web"]["hosts"] == ["web-01", "web-02", "web-03"]
 
 
+def test_an_environments_settings_are_its_groups_variables_and_e_still_wins(tmp_path):
+    cluster = write(tmp_path, {
+        "settings": {"all": {"lb_tls": False, "firewall_ssh_cidrs": ["198.51.100.0/24"]},
+                     "lb": {"lb_tls": True}},
+        "nodes": [vagrant_node("lb-01", 22010, groups=["lb"]), vagrant_node("web-01", 22011)]})
+    listing = json.loads(inventory(cluster, "--list").stdout)
+    assert listing["all"] == {"vars": {"lb_tls": False, "firewall_ssh_cidrs": ["198.51.100.0/24"]}}
+    assert listing["lb"] == {"hosts": ["lb-01"], "vars": {"lb_tls": True}}
+    assert "vars" not in listing["web"]
+
+    def value(host: str, name: str, *extra: str):
+        # As a play sees it: Ansible's own precedence (the group's over all's, -e over both).
+        env = dict(os.environ, SORTD_CLUSTER=str(cluster), ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        result = subprocess.run(["ansible", host, "-m", "ansible.builtin.debug", "-a", f"var={name}", *extra],
+                                cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout.split("=>", 1)[1])[name]
+
+    assert value("lb-01", "lb_tls") is True
+    assert value("web-01", "lb_tls") is False
+    assert value("web-01", "firewall_ssh_cidrs") == ["198.51.100.0/24"]
+    assert value("lb-01", "lb_tls", "-e", "lb_tls=false") == "false"
+
+
+@pytest.mark.parametrize("example", ["cloud-staging.json", "cloud-production.json"])
+def test_the_cloud_examples_are_valid_and_set_what_production_needs(example):
+    result = inventory(ROOT / "examples" / example, "--check")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(inventory(ROOT / "examples" / example, "--list").stdout)
+    assert listing["lb"]["vars"]["lb_tls"] is True
+    assert "0.0.0.0/0" not in listing["all"]["vars"]["firewall_ssh_cidrs"]
+    if example == "cloud-production.json":
+        assert {"lb_hsts": True, "lb_domain": "sort.example.org"}.items() <= listing["lb"]["vars"].items()
+
+
 BAD_FILES = [
     ("{", "not valid JSON"),
     ({}, "nodes: missing"),
@@ -141,6 +176,18 @@ BAD_FILES = [
     ({"nodes": [{"host_name": "web-01", "port_mappings": [{"guest_port": 80, "host_port": 8080}]}]},
      "node 0 (web-01): port_mappings: a Vagrant node needs a mapping for guest_port 22"),
     ({"nodes": [{"host_name": "web-01", "ssh": {"host": "h"}}]}, "node 0 (web-01): ssh.user: missing"),
+    ({"settings": {"all": {"lb_tsl": True}}, "nodes": [vagrant_node()]},
+     "settings.all.lb_tsl: no role has this setting; did you mean lb_tls?"),
+    ({"settings": {"lbs": {"lb_tls": True}}, "nodes": [vagrant_node()]},
+     "settings.lbs: not a group (one of all, web, lb, monitoring); did you mean lb?"),
+    ({"settings": {"lb": {"lb_hsts": "yes"}}, "nodes": [vagrant_node()]}, 'settings.lb.lb_hsts: "yes" is not of type bool'),
+    ({"settings": {"all": {"firewall_ssh_cidrs": "198.51.100.0/24"}}, "nodes": [vagrant_node()]},
+     'settings.all.firewall_ssh_cidrs: "198.51.100.0/24" is not of type list'),
+    ({"settings": {"all": {"firewall_service_ports": [80, "443"]}}, "nodes": [vagrant_node()]},
+     'settings.all.firewall_service_ports: [80, "443"] is not a list of int'),
+    ({"settings": {"all": {"web_keep_releases": 2.5}}, "nodes": [vagrant_node()]},
+     "settings.all.web_keep_releases: 2.5 is not of type int"),
+    ({"settings": {"all": []}, "nodes": [vagrant_node()]}, "settings.all: [] is not of type 'object'"),
 ]
 
 
@@ -169,8 +216,8 @@ def test_vagrantfile_validates_and_fails_on_a_bad_file_with_the_same_message(tmp
     assert ok.returncode == 0, ok.stdout + ok.stderr
     three = validate(ROOT / "examples/cluster-3-nodes.json")
     assert three.returncode == 0, three.stdout + three.stderr
-    document, message = BAD_FILES[4]
-    cluster = write(tmp_path, document)
-    bad = validate(cluster)
-    assert bad.returncode != 0
-    assert f"{cluster}: {message}" in bad.stdout + bad.stderr
+    for document, message in (BAD_FILES[4], BAD_FILES[12]):
+        cluster = write(tmp_path, document)
+        bad = validate(cluster)
+        assert bad.returncode != 0
+        assert f"{cluster}: {message}" in bad.stdout + bad.stderr
