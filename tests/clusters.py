@@ -26,8 +26,14 @@ SORTED = '{"sorted_list":[3,4,5,9]}'
 # shifts every port its clusters forward on 127.0.0.1 by this much, so that
 # both can own "8080" (the default cluster's load balancer) at once.
 PORT_OFFSET = int(os.environ.get("SORTD_TEST_PORT_OFFSET", "0"))
-# Where a cluster file's 127.0.0.1:8080 is forwarded in this stream.
-LB_PORT = 8080 + PORT_OFFSET
+
+
+def forwarded(port: int) -> int:
+    """Where a cluster file's 127.0.0.1:port is forwarded in this stream."""
+    return port + PORT_OFFSET
+
+
+LB_PORT = forwarded(8080)
 # Ansible's output as plain text, for recap() and for failure messages.
 PLAIN_ANSIBLE = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
 

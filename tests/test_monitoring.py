@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (ROOT, broken_release, build_patched_deb, cluster_up, history, http_status, playbook, recap, under_load,
-                      version_of)
+from clusters import (LB_PORT, ROOT, broken_release, build_patched_deb, cluster_up, forwarded, history, http_status,
+                      playbook, recap, under_load, version_of)
 from testlab import HostSpec, Lab
 from testlab.load import EXPECTED
 from testlab.hosts import wait_until
@@ -76,7 +76,7 @@ def sed_escape(text: str) -> str:
 
 
 # Prometheus's page, forwarded as the example cluster file says.
-PROMETHEUS = "http://127.0.0.1:9090"
+PROMETHEUS = f"http://127.0.0.1:{forwarded(9090)}"
 WEB = ("web-01", "web-02")
 
 
@@ -206,7 +206,7 @@ def versions(lab) -> dict[str, str]:
 def canary(monitored, deb: Path, work: Path, *args: str) -> tuple[str, dict, float]:
     """A canary deployment of `deb` under load through the LB."""
     lab, hosts = monitored
-    with under_load("http://127.0.0.1:8080/", work) as load:
+    with under_load(f"http://127.0.0.1:{LB_PORT}/", work) as load:
         output, took = playbook(hosts, deb, "-e", "sortd_canary=true", "-e", f"canary_window={WINDOW}",
                                 *unlimited(lab), *args, check=False)
     return output, load, took
