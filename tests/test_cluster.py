@@ -466,16 +466,23 @@ def test_a_failed_run_releases_the_lock(cluster, debs):
     assert sort_at(8080) == SORTED
 
 
-def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
+def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, debs, work):
     lab, hosts = cluster
     ca_dir = work / "tls"
-    # As a user would type it: -e values are strings, the role reads them as such.
-    deploy(cluster, debs[1], "-e", "lb_tls=true", "-e", "lb_https_port=8443",
-           "-e", f"lb_ca_dir={ca_dir}")
+    # The environment's settings in its file, as in production: no -e.
+    environment = work / "tls.json"
+    environment.write_text(json.dumps(dict(json.loads(hosts.read_text()), settings={"lb": {
+        "lb_tls": True, "lb_https_port": 8443, "lb_ca_dir": str(ca_dir),
+        "lb_unlimited_clients": [lab.gateway]}})))
+    playbook(environment, debs[1])
     ca = ca_dir / "lb-01-ca.crt"
-    curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",
-                           SORT_BODY.decode()], capture_output=True, text=True)
-    assert curl.stdout == SORTED, curl.stderr
+
+    def sorts_over_tls() -> bool:
+        curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",
+                               SORT_BODY.decode()], capture_output=True, text=True)
+        return curl.stdout == SORTED
+
+    assert sorts_over_tls()
     # TLS 1.2 and 1.3 only.
     old_tls = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--tls-max", "1.1", "https://127.0.0.1:8443/healthz"],
                              capture_output=True, text=True)
@@ -493,6 +500,20 @@ def test_tls_on_the_lb_with_a_generated_ca(cluster, debs, work):
     check_page_sorts("https://127.0.0.1:8443/", work / "chromium", insecure_certs=True)
     measure("TLS: curl --cacert <generated CA> https://127.0.0.1:8443 sorts; TLS <= 1.1 refused; "
             "http://127.0.0.1:8080 answers 308 to https://127.0.0.1:8443/; the web page sorts there in chromium")
+
+    # The same upgrade from a file without the settings (the lab's own) is
+    # refused before any node changes, and TLS stays served.
+    output, _ = deploy(cluster, debs[1], check=False)
+    assert "lb-01: lb_tls would go from true to false" in output, output[-3000:]
+    assert "-e sortd_confirm_downgrade=lb_tls" in output and "Take the cluster's deploy lock" not in output
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-3000:]
+    assert sorts_over_tls()
+    # Confirmed on purpose, the downgrade happens (-e values are strings,
+    # and "false" is read as false): plain HTTP sorts again.
+    deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls")
+    assert sort_at(8080) == SORTED
+    measure("a run from a file without lb_tls: refused, changed=0, TLS still served; "
+            "with -e sortd_confirm_downgrade=lb_tls: plain HTTP sorts")
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

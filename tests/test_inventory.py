@@ -1,9 +1,11 @@
 """inventory.py: the Ansible view of cluster.json, and its checks of bad
-files, which the Vagrantfile shares."""
+files, which the Vagrantfile shares; and what a run may not lower of what an
+environment's settings guard (ansible/filter_plugins/posture.py)."""
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import pytest
 pytestmark = pytest.mark.quick
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "ansible" / "filter_plugins"))
+from posture import sortd_lowered  # noqa: E402
 
 
 def inventory(cluster: Path | None, *args: str, dotfile: Path | None = None) -> subprocess.CompletedProcess:
@@ -180,7 +184,8 @@ BAD_FILES = [
      "settings.all.lb_tsl: no role has this setting; did you mean lb_tls?"),
     ({"settings": {"lbs": {"lb_tls": True}}, "nodes": [vagrant_node()]},
      "settings.lbs: not a group (one of all, web, lb, monitoring); did you mean lb?"),
-    ({"settings": {"lb": {"lb_hsts": "yes"}}, "nodes": [vagrant_node()]}, 'settings.lb.lb_hsts: "yes" is not of type bool'),
+    ({"settings": {"lb": {"lb_hsts": "yes"}}, "nodes": [vagrant_node()]},
+     'settings.lb.lb_hsts: "yes" is not of type bool'),
     ({"settings": {"all": {"firewall_ssh_cidrs": "198.51.100.0/24"}}, "nodes": [vagrant_node()]},
      'settings.all.firewall_ssh_cidrs: "198.51.100.0/24" is not of type list'),
     ({"settings": {"all": {"firewall_service_ports": [80, "443"]}}, "nodes": [vagrant_node()]},
@@ -221,3 +226,31 @@ def test_vagrantfile_validates_and_fails_on_a_bad_file_with_the_same_message(tmp
         bad = validate(cluster)
         assert bad.returncode != 0
         assert f"{cluster}: {message}" in bad.stdout + bad.stderr
+
+
+GUARDED = {"lb_tls": True, "lb_hsts": True, "firewall_ssh_cidrs": ["198.51.100.0/24"],
+           "firewall_service_sources": ["10.0.1.10/32"]}
+
+
+@pytest.mark.parametrize("change,lowered", [
+    ({}, []),
+    ({"lb_tls": False}, ["lb_tls"]),
+    ({"lb_hsts": False, "lb_tls": False}, ["lb_tls", "lb_hsts"]),
+    ({"firewall_ssh_cidrs": ["0.0.0.0/0"]}, ["firewall_ssh_cidrs"]),
+    ({"firewall_ssh_cidrs": ["198.51.100.0/24", "192.0.2.7/32"]}, ["firewall_ssh_cidrs"]),
+    ({"firewall_ssh_cidrs": ["198.51.100.128/25"]}, []),  # narrowed
+    ({"firewall_service_sources": ["0.0.0.0/0"]}, ["firewall_service_sources"]),
+    ({"firewall_service_sources": ["10.0.1.10/32", "10.0.1.20/32"]}, ["firewall_service_sources"]),
+], ids=lambda value: json.dumps(value))
+def test_a_run_that_would_turn_off_tls_or_widen_who_connects_is_a_lowering(change, lowered):
+    assert [c["setting"] for c in sortd_lowered(GUARDED, dict(GUARDED, **change))] == lowered
+
+
+def test_confirmed_lowerings_pass_and_a_node_never_recorded_has_none():
+    new = dict(GUARDED, lb_tls=False, firewall_ssh_cidrs=["0.0.0.0/0"])
+    assert [c["setting"] for c in sortd_lowered(GUARDED, new, "lb_tls")] == ["firewall_ssh_cidrs"]
+    assert sortd_lowered(GUARDED, new, "lb_tls, firewall_ssh_cidrs") == []
+    assert sortd_lowered({}, new) == []
+    # Raising is never a lowering: TLS turned on, a web node (None) that was never a load balancer.
+    assert sortd_lowered(dict(GUARDED, lb_tls=False), GUARDED) == []
+    assert sortd_lowered(dict(GUARDED, lb_tls=None, lb_hsts=None), dict(GUARDED, lb_tls=None, lb_hsts=None)) == []
