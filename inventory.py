@@ -19,6 +19,10 @@ the roles' meta/argument_specs.yaml own).
   exists ($VAGRANT_DOTFILE_PATH moves .vagrant, as it does for Vagrant).
 - A cloud node is reached at its ssh host, port, user and key, and its host
   key is checked against ~/.ssh/known_hosts, or the block's known_hosts file.
+- A node on a private network is reached through its ssh block's `jump`: a
+  bastion that is another node of the file (reached as that node is: `ssh -W`
+  through it, with its key and known_hosts) or an address, [user@]host[:port]
+  (ssh's ProxyJump, with your ssh configuration's key). One hop.
 
 Usage: inventory.py --list | --host NAME | --check
 """
@@ -30,6 +34,8 @@ import difflib
 import ipaddress
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,8 @@ SCHEMA = PROJECT / "cluster.schema.json"
 ROLES = PROJECT / "ansible" / "roles"
 DEFAULT_GROUPS = ["web"]
 VAGRANT_PROVIDERS = ["virtualbox", "libvirt"]
+# ssh's ProxyJump destination: [user@]host[:port]
+JUMP_ADDRESS = re.compile(r"(?:[^@\s]+@)?(?:\[[0-9a-fA-F:]+\]|[^@\s:\[\]]+)(?::\d{1,5})?")
 
 
 def cluster_path() -> Path:
@@ -139,7 +147,27 @@ def check_cluster(nodes: list[dict[str, Any]]) -> list[str]:
         if "ssh" not in node and not any(m["guest_port"] == 22 for m in mappings):
             problems.append(f"{label}: port_mappings: a Vagrant node needs a mapping for guest_port 22 "
                             "(or give the node an ssh block if it is not a Vagrant VM)")
+    by_name = {node["host_name"]: node for node in nodes}
+    for index, node in enumerate(nodes):
+        jump = node.get("ssh", {}).get("jump")
+        if jump is not None:
+            problems += [f"{node_label(nodes, index)}: ssh.jump: {problem}" for problem in check_jump(node, jump, by_name)]
     return problems
+
+
+def check_jump(node: dict[str, Any], jump: str, nodes: dict[str, dict[str, Any]]) -> list[str]:
+    """A bastion is another node, reached directly, or an ssh address."""
+    if jump == node["host_name"]:
+        return ["a node cannot be its own jump host"]
+    if jump in nodes:
+        hop = nodes[jump].get("ssh", {}).get("jump")
+        return [f"{jump!r} is itself reached through {hop!r}: one jump host only"] if hop else []
+    close = difflib.get_close_matches(jump, list(nodes), n=1, cutoff=0.75)
+    if close and not any(mark in jump for mark in ".@:"):
+        return [f"no node is named {jump!r}; did you mean {close[0]}?"]
+    if not JUMP_ADDRESS.fullmatch(jump):
+        return [f"{jump!r} is neither a node's host_name nor an address [user@]host[:port]"]
+    return []
 
 
 def role_options() -> dict[str, dict[str, Any]]:
@@ -218,7 +246,8 @@ def vagrant_key(name: str) -> str:
     return str(machine / VAGRANT_PROVIDERS[0] / "private_key")
 
 
-def host_vars(node: dict[str, Any]) -> dict[str, Any]:
+def host_vars(node: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """How Ansible reaches a node (`nodes`: the file's, where its jump host is)."""
     private_ips = [net["ip"] for net in node.get("network_configs", [])]
     if "ssh" in node:
         ssh = node["ssh"]
@@ -229,8 +258,13 @@ def host_vars(node: dict[str, Any]) -> dict[str, Any]:
             "ansible_user": ssh["user"],
             "ansible_ssh_private_key_file": ssh["key"],
         }
-        if "known_hosts" in ssh:
-            variables["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={ssh['known_hosts']}"
+        # One host variable, so the host key check and the jump go together.
+        options = [f"UserKnownHostsFile={ssh['known_hosts']}"] if "known_hosts" in ssh else []
+        if "jump" in ssh:
+            options.append(proxy_option(ssh["jump"], nodes or []))
+        if options:
+            variables["ansible_ssh_common_args"] = shlex.join(
+                [part for option in options for part in ("-o", option)])
     else:
         ssh_port = next(m["host_port"] for m in node["port_mappings"] if m["guest_port"] == 22)
         private_ip = private_ips[0] if private_ips else None
@@ -245,6 +279,22 @@ def host_vars(node: dict[str, Any]) -> dict[str, Any]:
     if private_ip:
         variables["sortd_private_ip"] = str(ipaddress.ip_address(private_ip))
     return variables
+
+
+def proxy_option(jump: str, nodes: list[dict[str, Any]]) -> str:
+    """The ssh option that reaches a host through `jump`: a node of the file
+    is reached as Ansible reaches it (`ssh -W`, with its key, port and host
+    key check, which ProxyJump cannot give a jump host); an address is ssh's
+    ProxyJump."""
+    bastion = next((n for n in nodes if n["host_name"] == jump), None)
+    if bastion is None:
+        return f"ProxyJump={jump}"
+    through = host_vars(bastion)
+    command = ["ssh", "-W", "%h:%p", "-p", str(through["ansible_port"]),
+               "-i", through["ansible_ssh_private_key_file"], "-o", "IdentitiesOnly=yes",
+               "-o", "BatchMode=yes", *shlex.split(through.get("ansible_ssh_common_args", "")),
+               f"{through['ansible_user']}@{through['ansible_host']}"]
+    return f"ProxyCommand={shlex.join(command)}"
 
 
 def known_groups() -> list[str]:
@@ -262,7 +312,7 @@ def inventory(nodes: list[dict[str, Any]], settings: dict[str, dict[str, Any]] |
     for scope, values in (settings or {}).items():
         if values:
             groups.setdefault(scope, {})["vars"] = values
-    return {**groups, "_meta": {"hostvars": {n["host_name"]: host_vars(n) for n in nodes}}}
+    return {**groups, "_meta": {"hostvars": {n["host_name"]: host_vars(n, nodes) for n in nodes}}}
 
 
 def main() -> None:
@@ -280,7 +330,7 @@ def main() -> None:
         node = next((n for n in nodes if n["host_name"] == args.host), None)
         if node is None:
             raise SystemExit(f"{path}: no node named {args.host!r}")
-        print(json.dumps(host_vars(node), indent=2))
+        print(json.dumps(host_vars(node, nodes), indent=2))
     else:
         count = sum(len(values) for values in settings.values())
         print(f"{path}: {len(nodes)} node(s): {', '.join(n['host_name'] for n in nodes)}; {count} setting(s)")

@@ -9,6 +9,10 @@ describes cloud hosts, with `ssh` blocks (127.0.0.1 at the forwarded SSH port,
 user `vagrant`, the lab's key, a known_hosts file with the hosts' keys), so
 `SORTD_CLUSTER=<that file> ansible-playbook ansible/playbook.yaml` deploys to
 them exactly as to cloud hosts, with the source file's settings.
+
+With a bastion, the lab is a cloud's private subnet: only the bastion's SSH
+is forwarded, and the other nodes are reached through it (`jump`) at their
+lab addresses, which this machine has no route to.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class ClusterLab:
     lab: Lab
     specs: list[HostSpec]
     nodes: list[dict]
+    bastion: str | None = None
 
     @property
     def cluster_file(self) -> Path:
@@ -68,14 +73,19 @@ class ClusterLab:
         hosts = self.lab.boot_all(self.specs)
         ssh_ports = {node["host_name"]: next(m["host_port"] for m in node["port_mappings"]
                                              if m["guest_port"] == 22) for node in self.nodes}
+        behind = {host.name for host in hosts if self.bastion not in (None, host.name)}
         self.known_hosts.write_text("".join(
-            f"[127.0.0.1]:{ssh_ports[host.name]} {host.host_key}\n" for host in hosts))
+            f"{host.ip if host.name in behind else f'[127.0.0.1]:{ssh_ports[host.name]}'} {host.host_key}\n"
+            for host in hosts))
         cluster = {"nodes": [{
             "host_name": host.name,
             "groups": node["groups"],
-            "ssh": {"host": "127.0.0.1", "port": ssh_ports[host.name], "user": "vagrant",
-                    "key": str(host.key), "known_hosts": str(self.known_hosts), "private_ip": host.ip},
+            "ssh": {"host": host.ip, "port": 22, "jump": self.bastion} if host.name in behind
+            else {"host": "127.0.0.1", "port": ssh_ports[host.name]},
         } for host, node in zip(hosts, self.nodes)]}
+        for host, node in zip(hosts, cluster["nodes"]):
+            node["ssh"].update(user="vagrant", key=str(host.key), known_hosts=str(self.known_hosts),
+                               private_ip=host.ip)
         settings = inventory.load_settings(self.source)
         if settings:  # the environment's, as its file has them
             cluster["settings"] = settings
@@ -84,21 +94,25 @@ class ClusterLab:
         return self.cluster_file
 
 
-def cluster_lab(source: Path, name: str = CLUSTER_LAB, archs: dict[str, str] | None = None) -> ClusterLab:
+def cluster_lab(source: Path, name: str = CLUSTER_LAB, archs: dict[str, str] | None = None,
+                bastion: str | None = None) -> ClusterLab:
     """A lab and host specs for the Vagrant nodes of a cluster file. Nodes
     without a private address get one on the lab's subnet. `archs` makes
     some nodes hosts of another architecture (VMs under emulation), as cloud
-    hosts may be; a Vagrant box has the laptop's."""
+    hosts may be; a Vagrant box has the laptop's. With a `bastion` (a node's
+    name), the other nodes' SSH is not forwarded: they are reached through it."""
     nodes = vagrant_nodes(source)
     archs = archs or {}
     addresses = [node["network_configs"][0]["ip"] for node in nodes if node.get("network_configs")]
     subnet = addresses[0].rsplit(".", 1)[0] if addresses else DEFAULT_SUBNET
     specs = [HostSpec(name=node["host_name"],
                       ip=(node.get("network_configs") or [{"ip": f"{subnet}.{101 + index}"}])[0]["ip"],
-                      forwards=node_forwards(node), suite=node_suite(node),
+                      forwards=[forward for forward in node_forwards(node)
+                                if forward.guest_port != 22 or bastion in (None, node["host_name"])],
+                      suite=node_suite(node),
                       arch=archs.get(node["host_name"], NATIVE_ARCH))
              for index, node in enumerate(nodes)]
-    return ClusterLab(source, Lab(name, subnet=subnet), specs, nodes)
+    return ClusterLab(source, Lab(name, subnet=subnet), specs, nodes, bastion)
 
 
 def status(name: str = CLUSTER_LAB) -> list[str]:

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from . import vm
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN = Path("/run/sortd-testhosts")
+LAB_ROUTE_METRIC = 4000  # the labs' unreachable routes (Lab.up): 4000-4999
 DATA = Path("/var/lib/sortd-testhosts")
 CACHE = Path("/var/cache/sortd-testhosts")
 APT_PROXY_PORT = 3142  # inside a lab: the gateway's port 3142, apt-cacher-ng's usual one
@@ -289,6 +291,17 @@ class Lab:
         run(["ip", "netns", "add", self.netns])
         self.state["netns"] = self.netns
         self.save()
+        # This machine has no route into the lab, as a control machine has
+        # none into a cloud's private subnet: a connection to a lab address
+        # (a test's mistake, a jump host left out) fails here at once, and
+        # never leaves for a real network that may use the same range.
+        # Each lab its own metric: two labs on one subnet (the two streams of
+        # scripts/run-tests) each keep their route while the other comes and goes.
+        metric = LAB_ROUTE_METRIC + zlib.crc32(self.name.encode()) % 1000
+        route = ["unreachable", f"{self.subnet}.0/24", "metric", str(metric)]
+        if run(["ip", "route", "add", *route], check=False, stderr=subprocess.DEVNULL).returncode == 0:
+            self.state["route"] = route
+            self.save()
         for args in (["link", "set", "lo", "up"],
                      ["link", "add", "br0", "type", "bridge"],
                      ["addr", "add", f"{self.gateway}/24", "dev", "br0"],
@@ -640,6 +653,8 @@ def down(name: str) -> None:
     for mount in reversed(state.get("mounts", [])):
         if os.path.ismount(mount):
             subprocess.run(["umount", "--lazy", mount], check=False)
+    if state.get("route"):
+        subprocess.run(["ip", "route", "del", *state["route"]], check=False)
     netns = state.get("netns")
     if netns and Path(f"/run/netns/{netns}").exists():
         # What our processes started and let go inside the lab (daemonized

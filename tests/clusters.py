@@ -136,11 +136,11 @@ def host_with_package(name: str, ip: str, deb: Path):
 
 
 @contextmanager
-def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None):
+def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None, bastion: str | None = None):
     """The cluster file's nodes booted as test hosts (those in `archs` of that
-    architecture), removed on exit; yields the lab, the ssh-block cluster
-    file that reaches them, and the boot time. Forwarded ports are shifted
-    by PORT_OFFSET."""
+    architecture; with a `bastion`, the others reached only through it),
+    removed on exit; yields the lab, the ssh-block cluster file that reaches
+    them, and the boot time. Forwarded ports are shifted by PORT_OFFSET."""
     with tempfile.TemporaryDirectory(prefix="sortd-cluster-") as work:
         if PORT_OFFSET:
             shifted = json.loads(cluster.read_text())
@@ -149,7 +149,7 @@ def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None):
                     mapping["host_port"] += PORT_OFFSET
             cluster = Path(work) / cluster.name
             cluster.write_text(json.dumps(shifted))
-        booting = cluster_lab(cluster, name=name, archs=archs)
+        booting = cluster_lab(cluster, name=name, archs=archs, bastion=bastion)
         with booting.lab as lab:
             started = time.monotonic()
             hosts = booting.up()

@@ -4,6 +4,7 @@ environment's settings guard (ansible/filter_plugins/posture.py)."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,27 @@ def test_a_known_hosts_file_is_checked_instead_of_the_users(tmp_path):
     assert "StrictHostKeyChecking" not in json.dumps(hostvars)
 
 
+def cloud_node(name, host, **ssh):
+    return {"host_name": name, "ssh": {"host": host, "user": "admin", "key": "id", **ssh}}
+
+
+def test_a_node_behind_a_bastion_is_reached_through_it_with_the_bastions_own_key_and_host_check(tmp_path):
+    cluster = write(tmp_path, {"nodes": [
+        cloud_node("lb-01", "203.0.113.10", port=2222, key="keys/bastion", known_hosts="known"),
+        cloud_node("web-01", "10.0.1.11", jump="lb-01", known_hosts="known"),
+        cloud_node("web-02", "10.0.1.12", jump="ops@bastion.example.org:2200")]})
+    hostvars = json.loads(inventory(cluster, "--list").stdout)["_meta"]["hostvars"]
+    known = tmp_path / "known"
+    # The node's own host key check and the jump, in one host variable.
+    assert shlex.split(hostvars["web-01"]["ansible_ssh_common_args"]) == [
+        "-o", f"UserKnownHostsFile={known}",
+        "-o", f"ProxyCommand=ssh -W %h:%p -p 2222 -i {tmp_path / 'keys/bastion'} -o IdentitiesOnly=yes "
+              f"-o BatchMode=yes -o UserKnownHostsFile={known} admin@203.0.113.10"]
+    assert hostvars["web-01"]["ansible_host"] == "10.0.1.11"
+    assert hostvars["web-02"]["ansible_ssh_common_args"] == "-o ProxyJump=ops@bastion.example.org:2200"
+    assert shlex.split(hostvars["lb-01"]["ansible_ssh_common_args"]) == ["-o", f"UserKnownHostsFile={known}"]
+
+
 def test_every_group_the_playbook_names_is_listed_even_when_empty(tmp_path):
     listing = json.loads(inventory(None, "--list", dotfile=tmp_path).stdout)
     assert listing["lb"] == {"hosts": []}
@@ -161,6 +183,10 @@ def test_the_cloud_examples_are_valid_and_set_what_production_needs(example):
     assert "0.0.0.0/0" not in listing["all"]["vars"]["firewall_ssh_cidrs"]
     if example == "cloud-production.json":
         assert {"lb_hsts": True, "lb_domain": "sort.example.org"}.items() <= listing["lb"]["vars"].items()
+        # Web nodes on the private network: through the bastion, and SSH from it alone.
+        assert all("ProxyCommand=ssh -W %h:%p" in listing["_meta"]["hostvars"][web]["ansible_ssh_common_args"]
+                   for web in listing["web"]["hosts"])
+        assert listing["web"]["vars"]["firewall_ssh_cidrs"] == ["10.0.1.10/32"]
 
 
 BAD_FILES = [
@@ -180,6 +206,14 @@ BAD_FILES = [
     ({"nodes": [{"host_name": "web-01", "port_mappings": [{"guest_port": 80, "host_port": 8080}]}]},
      "node 0 (web-01): port_mappings: a Vagrant node needs a mapping for guest_port 22"),
     ({"nodes": [{"host_name": "web-01", "ssh": {"host": "h"}}]}, "node 0 (web-01): ssh.user: missing"),
+    ({"nodes": [cloud_node("lb-01", "h"), cloud_node("web-01", "10.0.1.11", jump="lb-1")]},
+     "node 1 (web-01): ssh.jump: no node is named 'lb-1'; did you mean lb-01?"),
+    ({"nodes": [cloud_node("web-01", "10.0.1.11", jump="web-01")]},
+     "node 0 (web-01): ssh.jump: a node cannot be its own jump host"),
+    ({"nodes": [cloud_node("lb-01", "h", jump="web-01"), cloud_node("web-01", "10.0.1.11", jump="lb-01")]},
+     "node 1 (web-01): ssh.jump: 'lb-01' is itself reached through 'web-01': one jump host only"),
+    ({"nodes": [cloud_node("web-01", "10.0.1.11", jump="ops@bastion:port")]},
+     "node 0 (web-01): ssh.jump: 'ops@bastion:port' is neither a node's host_name nor an address"),
     ({"settings": {"all": {"lb_tsl": True}}, "nodes": [vagrant_node()]},
      "settings.all.lb_tsl: no role has this setting; did you mean lb_tls?"),
     ({"settings": {"lbs": {"lb_tls": True}}, "nodes": [vagrant_node()]},
