@@ -1,6 +1,9 @@
 """The scaled-out cluster of examples/cluster-3-nodes.json: a load balancer
 (lb-01, owning 127.0.0.1:8080 and :8443) in front of three web nodes, as the
-original service's ELB in front of an auto-scaling group. Under a bounded load loop
+original service's ELB in front of an auto-scaling group. The web nodes are
+on a private network, as in production: this machine has no route to them,
+and Ansible reaches them through lb-01 as a bastion (ssh.jump), which alone
+may reach their SSH (the environment's settings). Under a bounded load loop
 (testlab's load loop on 127.0.0.1:8080): losing sortd on a node, losing a whole
 node, a rolling upgrade, and a bad release rolled back, each with 0 failed
 requests; the firewall; TLS.
@@ -13,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -30,6 +34,7 @@ from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
 WEB = ["web-01", "web-02", "web-03"]
+BASTION = "lb-01"
 LOAD_URL = "http://127.0.0.1:8080/"
 
 
@@ -44,24 +49,39 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(debs, work):
-    with cluster_up(CLUSTER, "lb") as (lab, hosts, booted):
+    # The example's nodes, with an environment's settings in the file, as
+    # every run here takes them (no -e): web nodes take SSH from the bastion
+    # alone; the lab's bridge is exempt from the load balancer's per-client
+    # limits, as every load loop here comes from that one address (the
+    # 127.0.0.1:8080 forward), far above one client's rate (the limits are
+    # tested from other hosts: test_one_client_cannot_take_the_cluster).
+    example = json.loads(CLUSTER.read_text())
+    bastion_ip = next(node["network_configs"][0]["ip"] for node in example["nodes"] if node["host_name"] == BASTION)
+    bridge = bastion_ip.rsplit(".", 1)[0] + ".1"
+    environment = work / "environment.json"
+    environment.write_text(json.dumps(dict(example, settings={
+        "all": {"host_baseline": True},
+        "web": {"firewall_ssh_cidrs": [f"{bastion_ip}/32"]},
+        "lb": {"lb_unlimited_clients": [bridge]}})))
+    with cluster_up(environment, "lb", bastion=BASTION) as (lab, hosts, booted):
+        assert lab.gateway == bridge
         output, first = deploy((lab, hosts), debs[0])
         measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment {first:.1f}s")
         yield lab, hosts
 
 
-def lab_client_exempt(lab) -> list[str]:
-    """Arguments that exempt the lab's bridge from the load balancer's
-    per-client limits: every load loop here comes from that one address (the
-    127.0.0.1:8080 forward), far above one client's rate. The limits are
-    tested from other hosts (test_one_client_cannot_take_the_cluster)."""
-    return ["-e", json.dumps({"lb_unlimited_clients": [lab.gateway]})]
-
-
 def deploy(cluster, deb: Path, *args: str, check: bool = True) -> tuple[str, float]:
-    """The playbook as a user runs it, with the lab's client exempt."""
-    lab, hosts = cluster
-    return playbook(hosts, deb, *lab_client_exempt(lab), *args, check=check)
+    """The playbook as a user runs it, with the settings from the file."""
+    _, hosts = cluster
+    return playbook(hosts, deb, *args, check=check)
+
+
+def ssh_answers(lab, source: str | None, address: str) -> bool:
+    """sshd's banner within 3 s, from a lab host or (None) the lab's bridge."""
+    command = ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/22; head -c 4 <&3"]
+    result = (subprocess.run(lab.in_netns(command), capture_output=True, text=True) if source is None
+              else lab.hosts[source].run(command, check=False))
+    return result.stdout == "SSH-"
 
 
 def version_on(lab, node: str) -> str:
@@ -191,7 +211,18 @@ def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
     def reaches(source_host, url: str) -> bool:
         return http_status(lab, source_host, url) == "200"
 
+    # This machine (the control machine) has no route to a web node: the
+    # route lookup says so before any packet is sent, so the connection
+    # below cannot leave for another network. Ansible got there through lb-01.
+    route = subprocess.run(["ip", "route", "get", web_01], capture_output=True, text=True)
+    assert route.returncode != 0 and "No route to host" in route.stderr, route
+    with pytest.raises(OSError, match="No route to host"):
+        socket.create_connection((web_01, 22), timeout=3).close()
     seen = {
+        "lb-01 -> web-01:22": ssh_answers(lab, "lb-01", web_01),
+        "web-02 -> web-01:22": ssh_answers(lab, "web-02", web_01),
+        "other host -> web-01:22": ssh_answers(lab, None, web_01),
+        "other host -> lb-01:22": ssh_answers(lab, None, lab.hosts["lb-01"].ip),
         "lb-01 -> web-01:80": reaches("lb-01", f"http://{web_01}/healthz"),
         "web-02 -> web-01:80": reaches("web-02", f"http://{web_01}/healthz"),
         "other host -> web-01:80": reaches(None, f"http://{web_01}/healthz"),
@@ -201,6 +232,10 @@ def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
     }
     measure("firewall: " + ", ".join(f"{path} {'answers' if ok else 'blocked'}" for path, ok in seen.items()))
     assert seen == {
+        "lb-01 -> web-01:22": True,
+        "web-02 -> web-01:22": False,
+        "other host -> web-01:22": False,
+        "other host -> lb-01:22": True,
         "lb-01 -> web-01:80": True,
         "web-02 -> web-01:80": False,
         "other host -> web-01:80": False,
@@ -208,6 +243,38 @@ def test_firewall_lets_only_the_lb_reach_web_nodes(cluster):
         "other host -> web-01:5000": False,
         "other host -> lb-01:80": True,
     }
+
+
+def test_each_hosts_baseline_keys_only_security_updates_a_capped_journal(cluster, work):
+    lab, hosts = cluster
+    lb = lab.hosts["lb-01"]
+    # Passwords that would let vagrant and root in, if sshd took passwords.
+    lb.run(["chpasswd"], input="vagrant:sortd-lab-password\nroot:sortd-lab-password\n")
+    askpass = work / "askpass"
+    askpass.write_text("#!/bin/sh\necho sortd-lab-password\n")
+    askpass.chmod(0o755)
+    lb_ssh = next(node["ssh"] for node in json.loads(hosts.read_text())["nodes"] if node["host_name"] == "lb-01")
+    for user in ("vagrant", "root"):
+        attempt = subprocess.run(
+            ["ssh", "-p", str(lb_ssh["port"]), "-o", f"UserKnownHostsFile={lb_ssh['known_hosts']}",
+             "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+             "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10", f"{user}@{lb_ssh['host']}", "echo", "in"],
+            env=dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force"),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert attempt.returncode == 255 and "Permission denied (publickey)" in attempt.stderr, (user, attempt)
+    for node in ["lb-01", *WEB]:
+        host = lab.hosts[node]
+        sshd = set(host.run(["sshd", "-T"]).stdout.splitlines())
+        assert {"permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no"} <= sshd, node
+        assert host.run(["apt-config", "dump", "APT::Periodic::Unattended-Upgrade"]).stdout.strip() == \
+            'APT::Periodic::Unattended-Upgrade "1";', node
+        assert "Debian-Security" in host.run(["apt-config", "dump", "Unattended-Upgrade::Origins-Pattern"]).stdout
+        assert host.run(["systemctl", "is-enabled", "apt-daily-upgrade.timer"]).stdout.strip() == "enabled"
+        journal = host.run(["journalctl", "-b", "-t", "systemd-journald", "-o", "cat", "--grep", "System Journal"]).stdout
+        # Its own report when it started: "... is 16M, max 500M, 484M free." (bookworm: 500.0M)
+        assert re.findall(r"max ([0-9.]+[KMG])", journal)[-1] in ("500M", "500.0M"), (node, journal)
+    measure("host baseline: password logins to lb-01 as vagrant and root refused (publickey only); on all 4 "
+            "nodes sshd -T keys only and no root, daily security updates, the journal capped at 500M")
 
 
 def test_losing_sortd_on_a_node_fails_no_request(cluster, work):
@@ -251,7 +318,7 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
     lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
 
     def start(*args: str):
-        return start_playbook(hosts, *lab_client_exempt(lab), *args)
+        return start_playbook(hosts, *args)
 
     def lock_taken() -> bool:
         return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0
@@ -471,9 +538,9 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     ca_dir = work / "tls"
     # The environment's settings in its file, as in production: no -e.
     environment = work / "tls.json"
-    environment.write_text(json.dumps(dict(json.loads(hosts.read_text()), settings={"lb": {
-        "lb_tls": True, "lb_https_port": 8443, "lb_ca_dir": str(ca_dir),
-        "lb_unlimited_clients": [lab.gateway]}})))
+    production = json.loads(hosts.read_text())
+    production["settings"]["lb"].update(lb_tls=True, lb_https_port=8443, lb_ca_dir=str(ca_dir))
+    environment.write_text(json.dumps(production))
     playbook(environment, debs[1])
     ca = ca_dir / "lb-01-ca.crt"
 
@@ -514,6 +581,11 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     assert sort_at(8080) == SORTED
     measure("a run from a file without lb_tls: refused, changed=0, TLS still served; "
             "with -e sortd_confirm_downgrade=lb_tls: plain HTTP sorts")
+    # The environment's SSH rule survived every run of this module (upgrades,
+    # rollbacks, failed runs): web nodes still take SSH from the bastion alone.
+    for web in WEB:
+        address = lab.hosts[web].ip
+        assert ssh_answers(lab, "lb-01", address) and not ssh_answers(lab, None, address), web
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
