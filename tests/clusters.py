@@ -229,12 +229,16 @@ def http_status(lab, source: str | None, url: str) -> str:
     """What a GET of `url` from `source` gets: the HTTP status, or "refused"
     when nothing answers within 3 s (a firewall drops it). `source` is a host
     of the lab, or None: a separate host on the lab's network (the bridge)."""
-    command = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url]
-    if source is None:
-        result = subprocess.run(lab.in_netns(command), capture_output=True, text=True)
-    else:
-        result = lab.hosts[source].run(command, check=False)
+    result = run_from(lab, source, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", url])
     return result.stdout if result.returncode == 0 else "refused"
+
+
+def run_from(lab, source: str | None, command: list[str]) -> subprocess.CompletedProcess:
+    """`command` on `source`, a host of the lab, or None: a separate host on
+    the lab's network (the bridge). Never raises on its exit status."""
+    if source is None:
+        return subprocess.run(lab.in_netns(command), capture_output=True, text=True)
+    return lab.hosts[source].run(command, check=False)
 
 
 def sort_at(port: int) -> str:

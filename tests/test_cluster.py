@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, history, http_status,
-                      metrics_leaks, playbook, recap, served, sort_at, stale_release, start_playbook, under_load,
-                      version_of)
+                      metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release, start_playbook,
+                      under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
@@ -79,9 +79,7 @@ def deploy(cluster, deb: Path, *args: str, check: bool = True) -> tuple[str, flo
 def ssh_answers(lab, source: str | None, address: str) -> bool:
     """sshd's banner within 3 s, from a lab host or (None) the lab's bridge."""
     command = ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/22; head -c 4 <&3"]
-    result = (subprocess.run(lab.in_netns(command), capture_output=True, text=True) if source is None
-              else lab.hosts[source].run(command, check=False))
-    return result.stdout == "SSH-"
+    return run_from(lab, source, command).stdout == "SSH-"
 
 
 def version_on(lab, node: str) -> str:
