@@ -3,8 +3,12 @@
 threads until a request count, a time limit, or a stop file is reached, then
 prints a JSON summary. Standard library only, so it runs inside test hosts.
 
-    load.py URL [--threads 4] [--max-requests 20000] [--max-seconds 120]
-            [--stop-file PATH] [--ready-file PATH]
+    load.py URL [--threads 4] [--rate R] [--max-requests 20000]
+            [--max-seconds 120] [--stop-file PATH] [--ready-file PATH]
+
+With --rate, each thread sends its share of R requests a second, evenly
+spaced (keep-alive connections then sit idle between requests, as a real
+client's do); without, as fast as the answers come.
 
 Every answer must be 200 with the expected sorted list; anything else (a
 status, a wrong body, a refused or reset connection) counts as a failure.
@@ -33,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url")
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--rate", type=float, help="requests a second, all threads together")
     parser.add_argument("--max-requests", type=int, default=20000)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--stop-file")
@@ -52,9 +57,16 @@ def main() -> None:
         return (time.monotonic() > deadline or counts["sent"] >= args.max_requests
                 or (args.stop_file is not None and Path(args.stop_file).exists()))
 
-    def worker() -> None:
+    interval = args.threads / args.rate if args.rate else 0.0
+
+    def worker(index: int) -> None:
         connection = None
+        due = time.monotonic() + index * interval / args.threads  # the threads take turns
         while not stop():
+            if interval:
+                now = time.monotonic()
+                time.sleep(max(0.0, due - now))
+                due = max(due, now) + interval  # no burst to catch up after a slow answer
             with lock:
                 counts["sent"] += 1
             started = time.monotonic()
@@ -91,7 +103,7 @@ def main() -> None:
                 connection = None
 
     began = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(args.threads)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -241,9 +241,10 @@ class VagrantLab(Lab):
         """Seconds into the last vagrant command when a line with `text` came."""
         return next(t for t, line in self.timeline if text in line)
 
-    def expose(self, port: int, host_ip: str = "127.0.0.1") -> None:
-        """Bridges host_ip:port on this machine to 127.0.0.1:port in the lab."""
-        self.bridge(f"lo-{port}", host_ip, port, "127.0.0.1", port)
+    def expose(self, port: int, host_ip: str = "127.0.0.1", host_port: int | None = None) -> None:
+        """Bridges host_ip:host_port (by default the same port) on this
+        machine to 127.0.0.1:port in the lab."""
+        self.bridge(f"lo-{port}", host_ip, host_port or port, "127.0.0.1", port)
 
     def leftovers(self) -> dict[str, list[str]]:
         """What libvirt still has: domains, volumes, networks, and qemu,

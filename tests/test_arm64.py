@@ -20,6 +20,9 @@ from test_readme import check_api_examples
 from testlab import free_port, listening
 from testlab.hosts import wait_until
 
+# The arm64 build and its tools: scripts/run-tests runs these with the emulated hosts.
+pytestmark = pytest.mark.emulated
+
 
 @pytest.fixture(scope="module")
 def arm64_libc(tmp_path_factory) -> Path:

@@ -1,5 +1,6 @@
 """The scaled-out cluster of examples/cluster-3-nodes.json: a load balancer
-(lb-01, owning 127.0.0.1:8080 and :8443) in front of three web nodes, as the
+(lb-01, owning 127.0.0.1:8080 and :8443, shifted by the stream's port offset:
+tests/clusters.py) in front of three web nodes, as the
 original service's ELB in front of an auto-scaling group. The web nodes are
 on a private network, as in production: this machine has no route to them,
 and Ansible reaches them through lb-01 as a bastion (ssh.jump), which alone
@@ -26,16 +27,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, history, http_status,
-                      metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release, start_playbook,
-                      under_load, version_of)
+from clusters import (LB_PORT, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, forwarded, history,
+                      http_status, metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release,
+                      start_playbook, under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-3-nodes.json"
 WEB = ["web-01", "web-02", "web-03"]
 BASTION = "lb-01"
-LOAD_URL = "http://127.0.0.1:8080/"
+HTTPS_PORT = forwarded(8443)
+LOAD_URL = f"http://127.0.0.1:{LB_PORT}/"
 
 
 def measure(text: str) -> None:
@@ -90,9 +92,9 @@ def version_on(lab, node: str) -> str:
 
 def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs, work):
     lab, hosts = cluster
-    assert sort_at(8080) == SORTED
+    assert sort_at(LB_PORT) == SORTED
     # The web page, through the LB, in a real browser.
-    check_page_sorts("http://127.0.0.1:8080/", work / "chromium")
+    check_page_sorts(LOAD_URL, work / "chromium")
     output, second = deploy(cluster, debs[0])
     # Every node ran (an empty recap would make the next line true).
     assert set(recap(output)) == {"lb-01", *WEB}, output[-4000:]
@@ -100,7 +102,7 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs, work):
     measure(f"second run {second:.1f}s, changed=0 on all 4 nodes")
     # The web node logs the client's address, not the load balancer's: here
     # the client is the lab's side of the 127.0.0.1:8080 forward (the bridge).
-    request = urllib.request.Request("http://127.0.0.1:8080/", data=SORT_BODY)
+    request = urllib.request.Request(LOAD_URL, data=SORT_BODY)
     with urllib.request.urlopen(request, timeout=10) as answer:
         request_id = answer.headers["X-Request-ID"]
     time.sleep(1)
@@ -111,12 +113,12 @@ def test_the_cluster_converges_and_serves_through_the_lb(cluster, debs, work):
     # Every web node takes part.
     before = {node: served(lab, node) for node in WEB}
     for _ in range(30):
-        sort_at(8080)
+        sort_at(LB_PORT)
     assert all(served(lab, node) > before[node] for node in WEB)
 
 
 def test_the_lb_refuses_metrics_under_any_spelling(cluster):
-    assert metrics_leaks(8080) == [], f"of {METRICS_SPELLINGS}"
+    assert metrics_leaks(LB_PORT) == [], f"of {METRICS_SPELLINGS}"
 
 
 # Run inside a test host, as a separate client of the load balancer: a burst
@@ -194,8 +196,8 @@ def test_one_client_cannot_take_the_cluster(cluster):
     # Connections in flight: past 64, the next request is refused at once.
     assert held["status"] == 429 and json.loads(held["body"])["error"]["code"] == "too_many_requests"
     # A body over the limit gets the same shape from the load balancer.
-    limit = json.loads(urllib.request.urlopen("http://127.0.0.1:8080/", timeout=10).read())["limits"]
-    request = urllib.request.Request("http://127.0.0.1:8080/", data=b" " * (limit["max_body_bytes"] + 1))
+    limit = json.loads(urllib.request.urlopen(LOAD_URL, timeout=10).read())["limits"]
+    request = urllib.request.Request(LOAD_URL, data=b" " * (limit["max_body_bytes"] + 1))
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 413
@@ -375,7 +377,7 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
     # Nor does any other answer through the load balancer show the version:
     # headers and bodies.
     for path in ("/", "/healthz", "/nowhere"):
-        request = urllib.request.Request(f"http://127.0.0.1:8080{path}")
+        request = urllib.request.Request(f"http://127.0.0.1:{LB_PORT}{path}")
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
                 seen = str(answer.headers) + answer.read().decode()
@@ -528,7 +530,7 @@ def test_a_failed_run_releases_the_lock(cluster, debs):
     output, _ = deploy(cluster, debs[1], "-e", "lb_client_rate=fast", check=False)
     assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
     assert not lock_taken()
-    assert sort_at(8080) == SORTED
+    assert sort_at(LB_PORT) == SORTED
 
 
 def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, debs, work):
@@ -537,34 +539,35 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     # The environment's settings in its file, as in production: no -e.
     environment = work / "tls.json"
     production = json.loads(hosts.read_text())
-    production["settings"]["lb"].update(lb_tls=True, lb_https_port=8443, lb_ca_dir=str(ca_dir))
+    production["settings"]["lb"].update(lb_tls=True, lb_https_port=HTTPS_PORT, lb_ca_dir=str(ca_dir))
     environment.write_text(json.dumps(production))
     playbook(environment, debs[1])
     ca = ca_dir / "lb-01-ca.crt"
 
     def sorts_over_tls() -> bool:
-        curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), "https://127.0.0.1:8443/", "--data-binary",
+        curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), f"https://127.0.0.1:{HTTPS_PORT}/", "--data-binary",
                                SORT_BODY.decode()], capture_output=True, text=True)
         return curl.stdout == SORTED
 
     assert sorts_over_tls()
     # TLS 1.2 and 1.3 only.
-    old_tls = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--tls-max", "1.1", "https://127.0.0.1:8443/healthz"],
+    old_tls = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--tls-max", "1.1", f"https://127.0.0.1:{HTTPS_PORT}/healthz"],
                              capture_output=True, text=True)
     assert old_tls.returncode != 0
     context = ssl.create_default_context(cafile=str(ca))
-    with urllib.request.urlopen("https://127.0.0.1:8443/healthz", context=context, timeout=10) as answer:
+    with urllib.request.urlopen(f"https://127.0.0.1:{HTTPS_PORT}/healthz", context=context, timeout=10) as answer:
         assert answer.status == 200
     # Plain HTTP is redirected, keeping the method (308).
-    request = urllib.request.Request("http://127.0.0.1:8080/", data=SORT_BODY)
+    request = urllib.request.Request(LOAD_URL, data=SORT_BODY)
     with pytest.raises(urllib.error.HTTPError) as redirect:
         urllib.request.build_opener(NoRedirect).open(request, timeout=10)
     assert redirect.value.code == 308
-    assert redirect.value.headers["Location"] == "https://127.0.0.1:8443/"
+    assert redirect.value.headers["Location"] == f"https://127.0.0.1:{HTTPS_PORT}/"
     # The web page, through the LB over TLS, in a real browser.
-    check_page_sorts("https://127.0.0.1:8443/", work / "chromium", insecure_certs=True)
-    measure("TLS: curl --cacert <generated CA> https://127.0.0.1:8443 sorts; TLS <= 1.1 refused; "
-            "http://127.0.0.1:8080 answers 308 to https://127.0.0.1:8443/; the web page sorts there in chromium")
+    check_page_sorts(f"https://127.0.0.1:{HTTPS_PORT}/", work / "chromium", insecure_certs=True)
+    measure(f"TLS: curl --cacert <generated CA> https://127.0.0.1:{HTTPS_PORT} sorts; TLS <= 1.1 refused; "
+            f"http://127.0.0.1:{LB_PORT} answers 308 to https://127.0.0.1:{HTTPS_PORT}/; "
+            "the web page sorts there in chromium")
 
     # The same upgrade from a file without the settings (the lab's own) is
     # refused before any node changes, and TLS stays served.
@@ -576,7 +579,7 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     # Confirmed on purpose, the downgrade happens (-e values are strings,
     # and "false" is read as false): plain HTTP sorts again.
     deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls")
-    assert sort_at(8080) == SORTED
+    assert sort_at(LB_PORT) == SORTED
     measure("a run from a file without lb_tls: refused, changed=0, TLS still served; "
             "with -e sortd_confirm_downgrade=lb_tls: plain HTTP sorts")
     # The environment's SSH rule survived every run of this module (upgrades,

@@ -68,6 +68,7 @@ def codename(host) -> str:
     return host.sh(". /etc/os-release && echo $VERSION_CODENAME").strip()
 
 
+@pytest.mark.emulated
 def test_a_cluster_of_mixed_suites_and_architectures_converges_and_serves_through_the_lb(debs, arm64_debs,
                                                                                         tmp_path):
     # examples/cluster-mixed-suites.json as written (the load balancer and

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import testlab.load
-from clusters import METRICS_SPELLINGS, metrics_leaks, version_of
+from clusters import LOAD_RATE, METRICS_SPELLINGS, metrics_leaks, version_of
 from test_readme import check_api_examples
 from testlab import Forward, HostSpec, Lab, free_port
 from testlab.hosts import NATIVE_ARCH, SUITES, wait_until
@@ -37,7 +37,8 @@ SORTED = '{"sorted_list":[3,4,5,9]}'
 PLATFORMS = [(suite, NATIVE_ARCH) for suite in SUITES] + [(SUITES[0], "arm64")]
 
 
-@pytest.fixture(scope="module", params=PLATFORMS, ids="-".join)
+@pytest.fixture(scope="module", ids="-".join, params=[
+    pytest.param(p, marks=[pytest.mark.emulated] if p[1] != NATIVE_ARCH else []) for p in PLATFORMS])
 def platform(request) -> tuple[str, str]:
     return request.param
 
@@ -279,7 +280,8 @@ def test_upgrade_under_load_fails_no_request(host, host_debs, full):
     # The load runs inside the host against nginx on 127.0.0.1:80, bounded in
     # time and count; it stops when the upgrade is done.
     load = host.run(["sh", "-c", "rm -f /root/stop /root/ready; python3 /root/load.py http://127.0.0.1/ --threads 4 "
-                     "--max-seconds 90 --max-requests 200000 --stop-file /root/stop --ready-file /root/ready "
+                     f"--rate {LOAD_RATE} --max-seconds 90 --max-requests 200000 --stop-file /root/stop "
+                     "--ready-file /root/ready "
                      "> /root/load.json 2>&1 & echo started"])
     assert "started" in load.stdout
     wait_until(lambda: host.run(["test", "-e", "/root/ready"], check=False).returncode == 0, 60,

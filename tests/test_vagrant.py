@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from clusters import PLAIN_ANSIBLE, ROOT, SORTED, build_deb, recap, sort_at, version_of
+from clusters import LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, build_deb, forwarded, recap, sort_at, version_of
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.vagrant import VagrantLab, box
 
@@ -27,8 +27,10 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     with VagrantLab() as lab:
         started = time.monotonic()
         env = {"SORTD_BOX": box(lab.apt_proxy), "VAGRANT_DOTFILE_PATH": str(dotfile), **PLAIN_ANSIBLE}
+        # Vagrant's forwards are in the lab's network namespace, as on a
+        # laptop; this machine reaches them shifted by the stream's offset.
         for forward in forwards:
-            lab.expose(forward.host_port, forward.host_ip)
+            lab.expose(forward.host_port, forward.host_ip, forwarded(forward.host_port))
         timings["lab and box"] = time.monotonic() - started
         destroyed = False
         try:
@@ -41,15 +43,15 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
             timings["the playbook"] = timings["vagrant up"] - lab.when("Running provisioner")
 
             # The service, through the forwarded port, as the README says.
-            assert sort_at(8080) == SORTED
-            with urllib.request.urlopen("http://127.0.0.1:8080/healthz", timeout=10) as answer:
+            assert sort_at(LB_PORT) == SORTED
+            with urllib.request.urlopen(f"http://127.0.0.1:{LB_PORT}/healthz", timeout=10) as answer:
                 assert json.loads(answer.read()) == {"status": "ok"}
                 assert answer.headers["X-Sortd-Version"] == version
             # The node, through its forwarded SSH port with the key Vagrant
             # made for it: a VM with a kernel of its own, not a container.
             key = dotfile / "machines/web-01/libvirt/private_key"
             virt = subprocess.run(
-                ["ssh", "-p", "22003", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+                ["ssh", "-p", str(forwarded(22003)), "-i", str(key), "-o", "StrictHostKeyChecking=no",
                  "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
                  "vagrant@127.0.0.1", "systemd-detect-virt; ip -4 -o addr show eth1"],
                 capture_output=True, text=True, timeout=60, check=True).stdout
@@ -61,7 +63,7 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
             timings["vagrant provision"] = time.monotonic() - started
             assert status == 0, output[-8000:]
             assert recap(output)["web-01"]["changed"] == 0, output[-8000:]
-            assert sort_at(8080) == SORTED
+            assert sort_at(LB_PORT) == SORTED
 
             started = time.monotonic()
             output, status = lab.vagrant(["destroy", "-f"], env)
@@ -83,7 +85,7 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     # volume, the daemons, the namespaces, the forwarded ports).
     assert not Path(f"/run/netns/{lab.netns}").exists()
     assert not lab.data_dir.exists() and not lab.run_dir.exists()
-    assert not any(listening(forward.host_port, forward.host_ip) for forward in forwards)
+    assert not any(listening(forwarded(forward.host_port), forward.host_ip) for forward in forwards)
 
 
 def lab_logs(lab: VagrantLab) -> str:
