@@ -158,9 +158,11 @@ def _build_box(box_file: Path, apt_proxy: str | None) -> None:
 
 
 def vagrant_env(**extra: str) -> dict:
+    """Vagrant's environment; `extra` may name another VAGRANT_CWD (a copy
+    of the project) than this project."""
     # VAGRANT_CWD: nsenter --mount starts commands in /.
-    return dict(os.environ, VAGRANT_HOME=str(VAGRANT_HOME), VAGRANT_CWD=str(PROJECT),
-                VAGRANT_CHECKPOINT_DISABLE="1", VAGRANT_DEFAULT_PROVIDER="libvirt", **extra)
+    return {**os.environ, "VAGRANT_HOME": str(VAGRANT_HOME), "VAGRANT_CWD": str(PROJECT),
+            "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_DEFAULT_PROVIDER": "libvirt", **extra}
 
 
 def vagrant(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -38,12 +38,13 @@ LB_PORT = forwarded(8080)
 PLAIN_ANSIBLE = {"ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
 
 
-def build_deb(into: Path, revision: str | None = None) -> Path:
-    """Builds the .deb with debian/build, with the given Debian revision or
-    its own (UTC time), and copies it into `into`; returns the copy's path.
-    The build itself stays in target/debian (cargo deb removes older ones),
-    where the web role finds the newest package."""
-    return _built(into, [str(ROOT / "debian" / "build")], revision)
+def build_deb(into: Path, revision: str | None = None, tree: Path = ROOT) -> Path:
+    """Builds the .deb with debian/build in `tree` (this one, or a
+    tree_copy), with the given Debian revision or its own (UTC time), and
+    copies it into `into`; returns the copy's path. The build itself stays
+    in the tree's target/debian (cargo deb removes older ones), where the
+    web role finds the newest package."""
+    return _built(into, [str(tree / "debian" / "build")], revision, cwd=tree)
 
 
 def version_of(deb: Path) -> str:
@@ -57,23 +58,31 @@ def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
     return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision)
 
 
+def tree_copy(folder: Path) -> Path:
+    """A copy of this tree in `folder`, as a clone of it would be: its
+    tracked files as they are now, and its release build, so that a
+    package built there compiles only sortd again. Returns `folder`."""
+    shutil.rmtree(folder, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, files.split("\0")):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, folder / name)
+    (folder / "target").mkdir()
+    if (ROOT / "target" / "release").is_dir():
+        subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(folder / "target")], check=True)
+    return folder
+
+
 def build_patched_deb(into: Path, revision: str, patches: dict[str, tuple[str, str]]) -> Path:
     """The .deb built from a patched copy of the source in a temporary
     folder (never a switch in the product): `patches` maps a file to the
     text it must contain once and what replaces it. The copy starts from this
     tree's release build, so only sortd itself is compiled again."""
-    source = into / f"source-{revision}"
-    shutil.rmtree(source, ignore_errors=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in filter(None, files.split("\0")):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, source / name)
+    source = tree_copy(into / f"source-{revision}")
     for name, (old, new) in patches.items():
         text = (source / name).read_text()
         assert text.count(old) == 1, f"{name}: the patch's text is not there exactly once"
         (source / name).write_text(text.replace(old, new))
-    (source / "target").mkdir()
-    subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(source / "target" / "release")], check=True)
     try:
         return _built(into, [str(source / "debian" / "build")], revision, cwd=source)
     finally:

@@ -10,7 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from clusters import LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, build_deb, forwarded, recap, sort_at, version_of
+from clusters import (LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, build_deb, forwarded, recap, sort_at, tree_copy,
+                      version_of)
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.vagrant import VagrantLab, box
 
@@ -18,15 +19,19 @@ from testlab.vagrant import VagrantLab, box
 def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
     timings = {}
     started = time.monotonic()
-    # As a user would: the provisioner takes the newest build in target/debian.
-    version = version_of(build_deb(tmp_path))
+    # As a user would, in a clone of the project (a copy of this tree: other
+    # streams build packages here meanwhile): the provisioner takes the
+    # newest build in the clone's target/debian.
+    clone = tree_copy(tmp_path / "sortd")
+    version = version_of(build_deb(tmp_path, tree=clone))
     timings["debian/build"] = time.monotonic() - started
 
     forwards = [forward for node in vagrant_nodes(ROOT / "cluster.json") for forward in node_forwards(node)]
     dotfile = tmp_path / "vagrant-dotfile"
     with VagrantLab() as lab:
         started = time.monotonic()
-        env = {"SORTD_BOX": box(lab.apt_proxy), "VAGRANT_DOTFILE_PATH": str(dotfile), **PLAIN_ANSIBLE}
+        env = {"SORTD_BOX": box(lab.apt_proxy), "VAGRANT_CWD": str(clone), "VAGRANT_DOTFILE_PATH": str(dotfile),
+               **PLAIN_ANSIBLE}
         # Vagrant's forwards are in the lab's network namespace, as on a
         # laptop; this machine reaches them shifted by the stream's offset.
         for forward in forwards:
