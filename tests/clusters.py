@@ -221,8 +221,9 @@ def metrics_leaks(port: int) -> list[str]:
 
 
 def served(lab, node: str) -> int:
-    """Sort requests a web node answered 200, from its own /metrics."""
-    metrics = lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/metrics"]).stdout
+    """Sort requests a web node answered 200, from its own /metrics (0 while
+    nothing answers there: a node still booting)."""
+    metrics = lab.hosts[node].run(["curl", "-s", "http://127.0.0.1/metrics"], check=False).stdout
     found = re.search(r'^sortd_http_requests_total\{route="/",method="POST",status="200"\} (\d+)', metrics, re.M)
     return int(found.group(1)) if found else 0
 
