@@ -84,7 +84,7 @@ def build_patched_deb(into: Path, revision: str, patches: dict[str, tuple[str, s
         assert text.count(old) == 1, f"{name}: the patch's text is not there exactly once"
         (source / name).write_text(text.replace(old, new))
     try:
-        return _built(into, [str(source / "debian" / "build")], revision, cwd=source)
+        return build_deb(into, revision, tree=source)
     finally:
         shutil.rmtree(source, ignore_errors=True)
 
