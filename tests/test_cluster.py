@@ -40,6 +40,12 @@ HTTPS_PORT = forwarded(8443)
 LOAD_URL = f"http://127.0.0.1:{LB_PORT}/"
 
 
+# For the runs whose subject is not the rollout (the first deployment, a
+# failing load balancer, the way back to a state the next test needs): every
+# web node in one batch (the rolling runs are the tests of the rollout).
+AT_ONCE = ("-e", f"sortd_web_serial={len(WEB)}")
+
+
 def measure(text: str) -> None:
     print(f"measure: {text}", flush=True)
 
@@ -67,8 +73,9 @@ def cluster(debs, work):
         "lb": {"lb_unlimited_clients": [bridge]}})))
     with cluster_up(environment, "lb", bastion=BASTION) as (lab, hosts, booted):
         assert lab.gateway == bridge
-        output, first = deploy((lab, hosts), debs[0])
-        measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment {first:.1f}s")
+        # A first deployment has nothing to roll: the web nodes at once.
+        output, first = deploy((lab, hosts), debs[0], *AT_ONCE)
+        measure(f"4-node cluster (1 lb, 3 web): boot {booted:.1f}s, first deployment (web nodes at once) {first:.1f}s")
         yield lab, hosts
 
 
@@ -372,7 +379,7 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
     assert "Another run holds the deploy lock" in finish(start("-e", f"release_deb={debs[1]}"), check=False)
     broke = finish(start_playbook(hosts, playbook_file="ansible/unlock.yaml"))
     assert "Broke the deploy lock of" in broke, broke[-3000:]
-    finish(start("-e", f"release_deb={debs[1]}"))
+    finish(start("-e", f"release_deb={debs[1]}", *AT_ONCE))
     assert [version_on(lab, node) for node in WEB] == [new] * 3
     # Nor does any other answer through the load balancer show the version:
     # headers and bodies.
@@ -527,7 +534,7 @@ def test_a_failed_run_releases_the_lock(cluster, debs):
     assert [version_on(lab, node) for node in WEB] == [new] * 3 and not lock_taken()
     # The load balancer's play fails (a rate nginx refuses): the lock is
     # released, and the balancer keeps serving with its running settings.
-    output, _ = deploy(cluster, debs[1], "-e", "lb_client_rate=fast", check=False)
+    output, _ = deploy(cluster, debs[1], "-e", "lb_client_rate=fast", *AT_ONCE, check=False)
     assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
     assert not lock_taken()
     assert sort_at(LB_PORT) == SORTED
@@ -578,7 +585,7 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     assert sorts_over_tls()
     # Confirmed on purpose, the downgrade happens (-e values are strings,
     # and "false" is read as false): plain HTTP sorts again.
-    deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls")
+    deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls", *AT_ONCE)
     assert sort_at(LB_PORT) == SORTED
     measure("a run from a file without lb_tls: refused, changed=0, TLS still served; "
             "with -e sortd_confirm_downgrade=lb_tls: plain HTTP sorts")
