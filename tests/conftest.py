@@ -1,8 +1,10 @@
 """Shared fixtures of the Python test suites (package, deployment)."""
 
 import os
+import resource
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,32 @@ def arm64_deb(arm64_debs) -> Path:
     return arm64_debs[1]
 
 
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that
+    have ended (a test host's processes count once its host is down)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF),
+                             resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 # Where the time goes: every fixture's set-up and every test's phases, the
-# slowest printed at the end of the run. A plugin of the whole session, so
+# slowest printed at the end of the run, and the CPU time of each suite
+# (its module's hosts are down by its last test's end; the session's
+# fixtures count where they were set up). A plugin of the whole session, so
 # that it sees the session's fixtures too (this file's hooks see only what
 # is set up for nodes under tests/).
 class Timings:
     def __init__(self) -> None:
         self.fixtures: list[tuple[float, str]] = []
         self.tests: list[tuple[float, str]] = []
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.started = time.monotonic()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        before = cpu_seconds()
+        yield
+        self.cpu[item.nodeid.split("::")[0]] += cpu_seconds() - before
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_fixture_setup(self, fixturedef, request):
@@ -68,6 +88,10 @@ class Timings:
             write(f"slowest {title} (of {len(rows)}), in seconds:")
             for seconds, name in sorted(rows, reverse=True)[:15]:
                 write(f"  {seconds:8.1f}  {name}")
+        wall = time.monotonic() - self.started
+        write(f"CPU time by suite, in seconds (all: {cpu_seconds():.0f} in {wall:.0f} of wall-clock time):")
+        for name, seconds in sorted(self.cpu.items(), key=lambda row: -row[1]):
+            write(f"  {seconds:8.1f}  {name}")
 
 
 def pytest_configure(config):
