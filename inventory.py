@@ -22,7 +22,10 @@ the roles' meta/argument_specs.yaml own).
 - A node on a private network is reached through its ssh block's `jump`: a
   bastion that is another node of the file (reached as that node is: `ssh -W`
   through it, with its key and known_hosts) or an address, [user@]host[:port]
-  (ssh's ProxyJump, with your ssh configuration's key). One hop.
+  (ssh's ProxyJump, with your ssh configuration's key). One hop. Its SSH
+  connection is shared under a name that includes the route: Ansible's own
+  names only the address, port and user, and private addresses repeat
+  between environments (staging's 10.0.1.11 is not production's).
 
 Usage: inventory.py --list | --host NAME | --check
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import ipaddress
 import json
 import os
@@ -262,6 +266,8 @@ def host_vars(node: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -
         options = [f"UserKnownHostsFile={ssh['known_hosts']}"] if "known_hosts" in ssh else []
         if "jump" in ssh:
             options.append(proxy_option(ssh["jump"], nodes or []))
+            route = json.dumps([options[-1], ssh["host"], variables["ansible_port"], ssh["user"]])
+            variables["ansible_control_path"] = "%(directory)s/" + hashlib.sha256(route.encode()).hexdigest()[:16]
         if options:
             variables["ansible_ssh_common_args"] = shlex.join(
                 [part for option in options for part in ("-o", option)])

@@ -129,6 +129,28 @@ def test_a_node_behind_a_bastion_is_reached_through_it_with_the_bastions_own_key
     assert shlex.split(hostvars["lb-01"]["ansible_ssh_common_args"]) == ["-o", f"UserKnownHostsFile={known}"]
 
 
+def test_nodes_at_the_same_private_address_behind_other_bastions_share_no_ssh_connection(tmp_path):
+    # Staging and production both put web-01 at 10.0.1.11: Ansible's own
+    # name for a shared connection (address, port, user) would send a run
+    # for one environment, within ControlPersist of a run for the other,
+    # through the other's connection, to the other's node.
+    def control_paths(folder, bastion):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        cluster = write(tmp_path / folder, {"nodes": [
+            cloud_node("lb-01", bastion), cloud_node("web-01", "10.0.1.11", jump="lb-01"),
+            cloud_node("web-02", "10.0.1.11", jump="ops@bastion.example.org:2200")]})
+        hostvars = json.loads(inventory(cluster, "--list").stdout)["_meta"]["hostvars"]
+        return {name: variables.get("ansible_control_path") for name, variables in hostvars.items()}
+
+    staging, production = control_paths("staging", "203.0.113.10"), control_paths("production", "203.0.113.20")
+    assert staging["lb-01"] is None  # reached directly: Ansible's own name for it is exact
+    assert all(path.startswith("%(directory)s/") for path in (staging["web-01"], staging["web-02"]))
+    assert staging["web-01"] != production["web-01"]
+    assert staging["web-01"] != staging["web-02"]
+    assert staging["web-02"] == production["web-02"]  # the same route: the same node
+    assert control_paths("staging", "203.0.113.10") == staging  # the next run shares it again
+
+
 def test_every_group_the_playbook_names_is_listed_even_when_empty(tmp_path):
     listing = json.loads(inventory(None, "--list", dotfile=tmp_path).stdout)
     assert listing["lb"] == {"hosts": []}
