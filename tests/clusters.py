@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,8 +69,11 @@ def tree_copy(folder: Path) -> Path:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
     (folder / "target").mkdir()
-    if (ROOT / "target" / "release").is_dir():
-        subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(folder / "target")], check=True)
+    # Not while another stream builds here: cargo replaces files of
+    # target/release as it goes (a copy taken then failed "cp: cannot stat").
+    with build_lock():
+        if (ROOT / "target" / "release").is_dir():
+            subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(folder / "target")], check=True)
     return folder
 
 
@@ -121,14 +125,22 @@ def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROO
     env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
     if cwd != ROOT:
         env.pop("CARGO_TARGET_DIR", None)  # a copy builds in its own tree
-    # One build at a time in this tree, whichever stream asks: cargo deb
-    # removes the older packages of target/debian, another stream's included.
+    with build_lock():
+        result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{shlex.join(command)} in {cwd}: exit {result.returncode}\n{result.stderr[-4000:]}"
+        built = Path(result.stdout.strip().splitlines()[-1])
+        return Path(shutil.copy(built, into / built.name))
+
+
+@contextmanager
+def build_lock():
+    """One build at a time in this tree, whichever stream asks (cargo deb
+    removes the older packages of target/debian, another stream's
+    included), and no copy of its build while one runs."""
     (ROOT / "target").mkdir(exist_ok=True)
     with open(ROOT / "target" / ".tests-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        out = subprocess.run(command, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-        built = Path(out.strip().splitlines()[-1])
-        return Path(shutil.copy(built, into / built.name))
+        yield
 
 
 @contextmanager
