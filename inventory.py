@@ -12,6 +12,10 @@ the roles' meta/argument_specs.yaml own).
 
 - Settings become group variables: "all" for every node, a group's for its
   nodes. They outrank the roles' defaults; -e outranks them.
+- Secrets (the settings the roles' specs mark no_log) live in the file that
+  "secrets" names, each value encrypted by `ansible-vault encrypt_string`:
+  they reach Ansible still encrypted, as variables of every node, and only
+  the run that has the vault's password decrypts them.
 
 - A Vagrant node (no "ssh" block) is reached on 127.0.0.1 at the forwarded
   host port of guest port 22, as user vagrant, with the key Vagrant made:
@@ -90,12 +94,21 @@ def load_cluster(path: Path) -> list[dict[str, Any]]:
 
 
 def load_settings(path: Path) -> dict[str, dict[str, Any]]:
-    """The settings of a cluster file, checked: {group or "all": {name: value}}."""
-    return load_environment(path)[1]
+    """The settings of a cluster file, checked: {group or "all": {name: value}}
+    (without its secrets: secrets_file)."""
+    load_environment(path)
+    return json.loads(path.read_text()).get("settings", {})
+
+
+def secrets_file(path: Path, document: dict[str, Any] | None = None) -> Path | None:
+    """The secrets file a cluster file names, if any, as an absolute path."""
+    name = (document if document is not None else json.loads(path.read_text())).get("secrets")
+    return None if name is None else Path(resolve(path, name))
 
 
 def load_environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """A cluster file's nodes (defaults filled in) and settings, checked."""
+    """A cluster file's nodes (defaults filled in) and settings, checked;
+    its secrets, still encrypted, are among the settings of "all"."""
     try:
         import jsonschema
     except ImportError:
@@ -117,11 +130,46 @@ def load_environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[s
     problems = check_cluster(nodes) + check_settings(settings)
     if problems:
         raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
+    secrets = secrets_file(path, document)
+    if secrets is not None:
+        settings = dict(settings, all={**settings.get("all", {}), **load_secrets(secrets)})
     for node in nodes:
         if "ssh" in node:
             node["ssh"] = dict(node["ssh"], **{field: resolve(path, node["ssh"][field])
                                                for field in ("key", "known_hosts") if field in node["ssh"]})
     return nodes, settings
+
+
+def load_secrets(path: Path) -> dict[str, dict[str, str]]:
+    """A secrets file's values as Ansible reads a vault-encrypted value in an
+    inventory's JSON; each name checked against the roles' secret settings."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!vault", lambda loader, node: {"__ansible_vault": loader.construct_scalar(node)})
+    try:
+        secrets = yaml.load(path.read_text(), Loader=Loader) or {}
+    except OSError as error:
+        raise SystemExit(f"{path}: cannot read the secrets file: {error.strerror}")
+    except yaml.YAMLError as error:
+        raise SystemExit(f"{path}: not valid YAML: {error}")
+    if not isinstance(secrets, dict):
+        raise SystemExit(f"{path}: not a mapping of NAME: !vault VALUE")
+    options = role_options()
+    known = [name for name, spec in options.items() if spec.get("no_log")]
+    problems = []
+    for name, value in secrets.items():
+        if name not in known:
+            why = "not a secret: it goes in settings" if name in options else "no role has this secret"
+            problems.append(f"{name}: {why}{did_you_mean(name, known) if name not in options else ''}")
+        elif not (isinstance(value, dict) and value.get("__ansible_vault", "").startswith("$ANSIBLE_VAULT;")):
+            problems.append(f"{name}: not encrypted; write it with: "
+                            f"ansible-vault encrypt_string --ask-vault-pass --name {name}")
+    if problems:
+        raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
+    return secrets
 
 
 def resolve(cluster_file: Path, name: str) -> str:

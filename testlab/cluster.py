@@ -89,6 +89,9 @@ class ClusterLab:
         settings = inventory.load_settings(self.source)
         if settings:  # the environment's, as its file has them
             cluster["settings"] = settings
+        secrets = inventory.secrets_file(self.source)
+        if secrets is not None:  # the same file, wherever this one is
+            cluster["secrets"] = str(secrets)
         self.cluster_file.write_text(json.dumps(cluster, indent=2) + "\n")
         (self.lab.data_dir / "source").write_text(f"{self.source.resolve()}\n")
         return self.cluster_file

@@ -168,6 +168,8 @@ def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None, ba
             for node in shifted["nodes"]:
                 for mapping in node.get("port_mappings", []):
                     mapping["host_port"] += PORT_OFFSET
+            if "secrets" in shifted:  # still the file beside the original
+                shifted["secrets"] = str(cluster.parent.resolve() / shifted["secrets"])
             cluster = Path(work) / cluster.name
             cluster.write_text(json.dumps(shifted))
         booting = cluster_lab(cluster, name=name, archs=archs, bastion=bastion)

@@ -310,3 +310,43 @@ def test_confirmed_lowerings_pass_and_a_node_never_recorded_has_none():
     # Raising is never a lowering: TLS turned on, a web node (None) that was never a load balancer.
     assert sortd_lowered(dict(GUARDED, lb_tls=False), GUARDED) == []
     assert sortd_lowered(dict(GUARDED, lb_tls=None, lb_hsts=None), dict(GUARDED, lb_tls=None, lb_hsts=None)) == []
+
+
+def test_secrets_reach_the_run_encrypted_and_only_a_run_with_the_vaults_password_reads_them(tmp_path):
+    password = tmp_path / "vault-password"
+    password.write_text("correct horse")
+    encrypted = subprocess.run(
+        ["ansible-vault", "encrypt_string", "--vault-password-file", str(password), "--stdin-name",
+         "prometheus_web_password"], input="s3cret-value", capture_output=True, text=True, check=True).stdout
+    (tmp_path / "production.secrets.yaml").write_text(encrypted)
+    cluster = write(tmp_path, {"nodes": [vagrant_node()], "secrets": "production.secrets.yaml"})
+    listing = inventory(cluster, "--list", dotfile=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "s3cret-value" not in listing.stdout
+    assert listing.stdout.count("$ANSIBLE_VAULT;") == 1
+
+    def read(*args):  # debug runs on the control node: no node is contacted
+        return subprocess.run(["ansible", "web-01", "-m", "ansible.builtin.debug", "-a",
+                               "msg=[{{ prometheus_web_password }}]", *args], cwd=ROOT,
+                              env=dict(os.environ, SORTD_CLUSTER=str(cluster), VAGRANT_DOTFILE_PATH=str(tmp_path),
+                                       ANSIBLE_NOCOLOR="1"), capture_output=True, text=True)
+    assert "[s3cret-value]" in read("--vault-password-file", str(password)).stdout
+    denied = read()
+    assert denied.returncode != 0 and "s3cret-value" not in denied.stdout + denied.stderr
+    assert "vault" in denied.stdout + denied.stderr
+
+
+@pytest.mark.parametrize("secrets, message", [
+    ("prometheus_web_pasword: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3031\n",
+     "prometheus_web_pasword: no role has this secret; did you mean prometheus_web_password?"),
+    ("prometheus_web_password: plain\n",
+     "prometheus_web_password: not encrypted; write it with: ansible-vault encrypt_string --ask-vault-pass "
+     "--name prometheus_web_password"),
+    ("lb_tls: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  3031\n", "lb_tls: not a secret: it goes in settings"),
+])
+def test_a_secrets_file_with_a_misspelt_plain_or_public_setting_is_refused(tmp_path, secrets, message):
+    (tmp_path / "secrets.yaml").write_text(secrets)
+    cluster = write(tmp_path, {"nodes": [vagrant_node()], "secrets": "secrets.yaml"})
+    result = inventory(cluster, "--check", dotfile=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"{tmp_path / 'secrets.yaml'}: {message}"

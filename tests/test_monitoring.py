@@ -6,8 +6,12 @@ monitoring node) deployed on test hosts: every target up, the metrics ports
 closed to all but the monitoring node, and the "sortd down" alert firing
 when sortd stops on a node."""
 
+import base64
 import json
+import secrets
+import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -75,36 +79,56 @@ def sed_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("/", "\\/").replace("&", "\\&").replace("[", "\\[")
 
 
-# Prometheus's page, forwarded as the example cluster file says.
+# Prometheus's page, forwarded as the example cluster file says. Its
+# password is a secret of the environment (a vault-encrypted value in the
+# cluster file's secrets), made for this run: a leak is no coincidence.
 PROMETHEUS = f"http://127.0.0.1:{forwarded(9090)}"
 WEB = ("web-01", "web-02")
+PROMETHEUS_USER = "sortd"
+PROMETHEUS_PASSWORD = f"prometheus-{secrets.token_hex(12)}"
 
 
 def prometheus_api(path: str) -> dict:
-    with urllib.request.urlopen(PROMETHEUS + path, timeout=10) as answer:
+    request = urllib.request.Request(PROMETHEUS + path, headers={"Authorization": "Basic " + base64.b64encode(
+        f"{PROMETHEUS_USER}:{PROMETHEUS_PASSWORD}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=10) as answer:
         return json.load(answer)["data"]
 
 
 @pytest.fixture(scope="module")
-def monitored(debs):
-    """The example deployed with the older release (the canaries bring newer ones)."""
-    with cluster_up(ROOT / "examples/cluster-monitoring.json", "monitored") as (lab, hosts, booted):
-        output, first = playbook(hosts, debs[0], *unlimited(lab))
+def monitored(debs, tmp_path_factory):
+    """The example deployed with the older release (the canaries bring newer
+    ones), with its secrets file."""
+    work = tmp_path_factory.mktemp("monitored")
+    vault_password = work / "vault-password"
+    vault_password.write_text(secrets.token_hex(16))
+    encrypted = subprocess.run(
+        ["ansible-vault", "encrypt_string", "--vault-password-file", str(vault_password),
+         "--stdin-name", "prometheus_web_password"],
+        input=PROMETHEUS_PASSWORD, capture_output=True, text=True, check=True).stdout
+    (work / "secrets.yaml").write_text(encrypted)
+    environment = work / "cluster-monitoring.json"
+    environment.write_text(json.dumps(dict(json.loads((ROOT / "examples/cluster-monitoring.json").read_text()),
+                                           secrets="secrets.yaml")))
+    with cluster_up(environment, "monitored") as (lab, hosts, booted):
+        options = ["--vault-password-file", str(vault_password), "-e",
+                   json.dumps({"lb_unlimited_clients": [lab.gateway]})]
+        output, first = playbook(hosts, debs[0], *options)
         assert set(recap(output)) == {"lb-01", *WEB, "mon-01"}, output[-4000:]
-        output, second = playbook(hosts, debs[0], *unlimited(lab))
-        assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-4000:]
+        again, second = playbook(hosts, debs[0], *options)
+        assert all(counts["changed"] == 0 for counts in recap(again).values()), again[-4000:]
         print(f"monitored cluster: boot {booted:.1f}s, first playbook {first:.1f}s, "
               f"second {second:.1f}s (changed=0)")
-        yield lab, hosts
-
-
-def unlimited(lab) -> list[str]:
-    """The lab's load loop is one client: exempt it from the per-client limit."""
-    return ["-e", json.dumps({"lb_unlimited_clients": [lab.gateway]})]
+        # The secret stays secret: not in either run's output, nor in any
+        # node's journal (modules log their arguments there).
+        assert PROMETHEUS_PASSWORD not in output + again
+        for name, node in lab.hosts.items():
+            journal = node.run(["journalctl", "--no-pager", "-q", "-o", "cat"]).stdout
+            assert "ansible" in journal and PROMETHEUS_PASSWORD not in journal, name
+        yield lab, hosts, options
 
 
 def test_prometheus_sees_every_target_up(monitored):
-    lab, _ = monitored
     expected = {("node", node) for node in ("lb-01", *WEB, "mon-01")} | \
         {("sortd", node) for node in WEB} | {("nginx", "lb-01"), ("prometheus", "mon-01")}
     started = time.monotonic()
@@ -114,6 +138,13 @@ def test_prometheus_sees_every_target_up(monitored):
                 for t in prometheus_api("/api/v1/targets")["activeTargets"]}
     wait_until(lambda: targets() == {target: "up" for target in expected}, 90,
                "every target up in Prometheus", interval=1)
+    # Its own scrape included, which gives the password; without it, or
+    # with another, Prometheus asks for it.
+    for authorization in ({}, {"Authorization": "Basic " + base64.b64encode(b"sortd:guess").decode()}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
+                                   timeout=10)
+        assert refused.value.code == 401
     print(f"Prometheus: {len(expected)} targets up {time.monotonic() - started:.1f}s after the deployment")
     # The rules are loaded, and each scraped value is there.
     rules = {rule["name"] for group in prometheus_api("/api/v1/rules")["groups"] for rule in group["rules"]}
@@ -131,7 +162,7 @@ def reaches(lab, source: str, target: str, port: int, path: str = "/metrics") ->
 
 
 def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
-    lab, _ = monitored
+    lab, _, _ = monitored
     ports = {("web-01", 9100): "200", ("web-01", 9180): "200", ("web-02", 9180): "200",
              ("lb-01", 9100): "200", ("lb-01", 9113): "200"}
     for (target, port), status in ports.items():
@@ -149,7 +180,7 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
 
 
 def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
-    lab, _ = monitored
+    lab, _, _ = monitored
     web = lab.hosts["web-02"]
 
     def firing() -> set[tuple[str, str]]:
@@ -205,15 +236,15 @@ def versions(lab) -> dict[str, str]:
 
 def canary(monitored, deb: Path, work: Path, *args: str) -> tuple[str, dict, float]:
     """A canary deployment of `deb` under load through the LB."""
-    lab, hosts = monitored
+    lab, hosts, options = monitored
     with under_load(f"http://127.0.0.1:{LB_PORT}/", work) as load:
         output, took = playbook(hosts, deb, "-e", "sortd_canary=true", "-e", f"canary_window={WINDOW}",
-                                *unlimited(lab), *args, check=False)
+                                *options, *args, check=False)
     return output, load, took
 
 
 def test_a_good_canary_proceeds(monitored, debs, tmp_path):
-    lab, _ = monitored
+    lab, _, _ = monitored
     old, new = (version_of(deb) for deb in debs)
     assert versions(lab) == {node: old for node in WEB}
     output, load, took = canary(monitored, debs[1], tmp_path)
@@ -233,7 +264,7 @@ def test_a_wrong_and_slow_canary_is_rolled_back_on_its_own(monitored, debs, tmp_
     # One release built from a patched copy of the source that answers wrong
     # (a 0 added to every list) and 5 times slower: the verdict must name
     # both the correctness probe and the p99 latency, each check on its own.
-    lab, _ = monitored
+    lab, _, _ = monitored
     good = version_of(debs[1])
     bad = build_patched_deb(tmp_path, good.split("-")[-1] + "+wrong+slow", {**WRONG, **SLOW})
     assert versions(lab) == {node: good for node in WEB}
@@ -271,7 +302,7 @@ def assert_back_to(lab, good: str, bad: Path) -> None:
 def test_a_canary_that_does_not_come_up_is_rolled_back_and_the_shares_evened(monitored, debs, tmp_path):
     """The health gate stops it before any judgement: the run still evens the
     shares and records the decision."""
-    lab, _ = monitored
+    lab, _, _ = monitored
     good = version_of(debs[1])
     bad = broken_release(debs[1], tmp_path)
     assert versions(lab) == {node: good for node in WEB}
