@@ -635,11 +635,30 @@ def _user_ids(user: str) -> tuple[int, int]:
     return _ids_in(Path("/"), user)
 
 
+# CPU time the hosts of each lab this process took down used, in seconds
+# (their cgroups' usage: systemd, the services, what the playbook ran there,
+# and an emulated host's qemu), for the tests' timing table.
+CPU_SECONDS: dict[str, float] = {}
+
+
+def _cpu_seconds(cgroup: str) -> float:
+    stat = Path("/sys/fs/cgroup/unified") / cgroup / "cpu.stat"
+    if not stat.exists():  # a cgroup2-only machine mounts it at /sys/fs/cgroup
+        stat = Path("/sys/fs/cgroup") / cgroup / "cpu.stat"
+    try:
+        return int(next(line.split()[1] for line in stat.read_text().splitlines()
+                        if line.startswith("usage_usec "))) / 1e6
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def down(name: str) -> None:
     """Removes everything lab `name` started or made, from its state file."""
     run_dir = RUN / name
     state_file = run_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("cgroups"):
+        CPU_SECONDS[name] = CPU_SECONDS.get(name, 0.0) + sum(map(_cpu_seconds, state["cgroups"]))
     pids = state.get("pids", [])
     # nspawn first (SIGTERM shuts the container down cleanly), socat after.
     # SIGTERM to each process alone (nspawn turns it into an orderly poweroff

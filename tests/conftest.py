@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from clusters import build_deb, build_foreign_deb, version_of
+from testlab.hosts import CPU_SECONDS
 
 # The suites run the deployment's tools (ansible-playbook, and the Vagrant
 # provisioner's) from the environment pytest runs in, as scripts/run-tests
@@ -42,16 +43,16 @@ def arm64_deb(arm64_debs) -> Path:
 
 def cpu_seconds() -> float:
     """User and system CPU time of this process and of its children that
-    have ended (a test host's processes count once its host is down)."""
+    have ended and were waited for (the test hosts: CPU_SECONDS)."""
     return sum(usage.ru_utime + usage.ru_stime
                for usage in (resource.getrusage(resource.RUSAGE_SELF),
                              resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 # Where the time goes: every fixture's set-up and every test's phases, the
-# slowest printed at the end of the run, and the CPU time of each suite
-# (its module's hosts are down by its last test's end; the session's
-# fixtures count where they were set up). A plugin of the whole session, so
+# slowest printed at the end of the run, the CPU time of each suite (this
+# process's and its children's: the playbooks' control side, builds; the
+# session's fixtures count where they were set up), and of each lab's hosts. A plugin of the whole session, so
 # that it sees the session's fixtures too (this file's hooks see only what
 # is set up for nodes under tests/).
 class Timings:
@@ -91,6 +92,9 @@ class Timings:
         wall = time.monotonic() - self.started
         write(f"CPU time by suite, in seconds (all: {cpu_seconds():.0f} in {wall:.0f} of wall-clock time):")
         for name, seconds in sorted(self.cpu.items(), key=lambda row: -row[1]):
+            write(f"  {seconds:8.1f}  {name}")
+        write("CPU time of the test hosts, by lab (their cgroups; Vagrant's VMs not included), in seconds:")
+        for name, seconds in sorted(CPU_SECONDS.items(), key=lambda row: -row[1]):
             write(f"  {seconds:8.1f}  {name}")
 
 
