@@ -42,11 +42,12 @@ def down_command() -> str:
 
 
 def api_examples() -> list[tuple[str, str]]:
-    """Every `curl … localhost:8080 …` example with the output the README
-    gives: `# OUTPUT` after it in a sh block (on its line or the next), or the
-    line after `$ curl …` in a console block."""
+    """Every `curl … localhost:8080 …` example of the README and docs/ with
+    the output they give: `# OUTPUT` after it in a sh block (on its line or
+    the next), or the line after `$ curl …` in a console block."""
     examples = []
-    for kind, block in re.findall(r"^```(sh|console)\n(.*?)^```", README.read_text(), re.S | re.M):
+    text = "".join(page.read_text() for page in [README, *sorted((ROOT / "docs").glob("*.md"))])
+    for kind, block in re.findall(r"^```(sh|console)\n(.*?)^```", text, re.S | re.M):
         lines = block.splitlines()
         for index, line in enumerate(lines):
             if kind == "console":
