@@ -248,6 +248,21 @@ class VagrantLab(Lab):
         machine to 127.0.0.1:port in the lab."""
         self.bridge(f"lo-{port}", host_ip, host_port or port, "127.0.0.1", port)
 
+    def vm_cpu_seconds(self) -> float:
+        """CPU time the lab's VMs (libvirt's qemu processes) have used so
+        far: libvirtd's children, so no cgroup of the lab counts them."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = 0.0
+        for pid in run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split():
+            try:
+                if not Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
+                    continue
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        return used
+
     def leftovers(self) -> dict[str, list[str]]:
         """What libvirt still has: domains, volumes, networks, and qemu,
         dnsmasq or SSH tunnel processes in the lab."""

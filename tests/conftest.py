@@ -93,7 +93,7 @@ class Timings:
         write(f"CPU time by suite, in seconds (all: {cpu_seconds():.0f} in {wall:.0f} of wall-clock time):")
         for name, seconds in sorted(self.cpu.items(), key=lambda row: -row[1]):
             write(f"  {seconds:8.1f}  {name}")
-        write("CPU time of the test hosts, by lab (their cgroups; Vagrant's VMs not included), in seconds:")
+        write("CPU time of the test hosts, by lab (their cgroups; Vagrant's: its VM's qemu), in seconds:")
         for name, seconds in sorted(CPU_SECONDS.items(), key=lambda row: -row[1]):
             write(f"  {seconds:8.1f}  {name}")
 

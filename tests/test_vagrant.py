@@ -15,6 +15,7 @@ from pathlib import Path
 from clusters import (LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, build_deb, forwarded, recap, sort_at, tree_copy,
                       version_of)
 from testlab import listening, node_forwards, vagrant_nodes
+from testlab.hosts import CPU_SECONDS
 from testlab.vagrant import VagrantLab, box
 
 
@@ -65,6 +66,7 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
             assert virt.splitlines()[0] == "qemu", virt
             assert "192.168.56.11/24" in virt, virt
 
+            timings["the VM's CPU"] = CPU_SECONDS["vagrant"] = lab.vm_cpu_seconds()
             started = time.monotonic()
             output, status = lab.vagrant(["destroy", "-f"], env)
             timings["vagrant destroy -f"] = time.monotonic() - started
