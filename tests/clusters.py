@@ -17,6 +17,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import inventory
 from testlab import Forward, HostSpec, Lab, cluster_lab, free_port
 from testlab.hosts import wait_until
 
@@ -68,13 +69,19 @@ def tree_copy(folder: Path) -> Path:
     for name in filter(None, files.split("\0")):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
-    (folder / "target").mkdir()
-    # Not while another stream builds here: cargo replaces files of
-    # target/release as it goes (a copy taken then failed "cp: cannot stat").
+    copy_release_build(folder)
+    return folder
+
+
+def copy_release_build(folder: Path) -> None:
+    """This tree's release build (target/release), if any, into `folder`'s
+    target/, so that a build there compiles sortd alone. Not while another
+    stream builds here: cargo replaces files of target/release as it goes (a
+    copy taken then failed "cp: cannot stat")."""
+    (folder / "target").mkdir(exist_ok=True)
     with build_lock():
         if (ROOT / "target" / "release").is_dir():
             subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(folder / "target")], check=True)
-    return folder
 
 
 def build_patched_deb(into: Path, revision: str, patches: dict[str, tuple[str, str]]) -> Path:
@@ -169,7 +176,7 @@ def cluster_up(cluster: Path, name: str, archs: dict[str, str] | None = None, ba
                 for mapping in node.get("port_mappings", []):
                     mapping["host_port"] += PORT_OFFSET
             if "secrets" in shifted:  # still the file beside the original
-                shifted["secrets"] = str(cluster.parent.resolve() / shifted["secrets"])
+                shifted["secrets"] = str(inventory.secrets_file(cluster, shifted))
             cluster = Path(work) / cluster.name
             cluster.write_text(json.dumps(shifted))
         booting = cluster_lab(cluster, name=name, archs=archs, bastion=bastion)

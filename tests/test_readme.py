@@ -1,9 +1,10 @@
 """The README is a contract. As a newcomer would: a fresh clone (with the
-release build of this tree in it), the README's main command exactly as written, in the clean environment of a fresh Debian
-host (Debian's own python3, no PYTHONPATH, nothing of this machine's
-environment but HOME and CI); then `curl localhost:8080` sorts, every API
-example of the README prints the output the README shows, and the README's
-down command leaves no process, namespace, port or file behind.
+release build of this tree in it), the README's main command exactly as
+written, in the clean environment of a fresh Debian host (Debian's own
+python3, no PYTHONPATH, nothing of this machine's environment but HOME and
+CI); then `curl localhost:8080` sorts, every API example of the README
+prints the output the README shows, and the README's down command leaves no
+process, namespace, port or file behind.
 
 The clone compiles sortd alone and makes its own .venv."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import ROOT, SORT_BODY, SORTED, build_lock
+from clusters import ROOT, SORT_BODY, SORTED, copy_release_build
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.hosts import DATA, RUN, cgroup_dirs
 
@@ -117,10 +118,7 @@ def test_readme_main_command_works_as_written_from_a_fresh_clone(tmp_path):
     # command then compiles sortd alone, not every crate again. Every crate
     # built from a fresh clone is the gate's own first step; here it made
     # most of this test's 301 s in the last gate.
-    with build_lock():
-        if (ROOT / "target" / "release").is_dir():
-            (clone / "target").mkdir()
-            subprocess.run(["cp", "-a", str(ROOT / "target" / "release"), str(clone / "target")], check=True)
+    copy_release_build(clone)
     try:
         started = time.monotonic()
         up = sh(commands["main"], clone, timeout=1500)
