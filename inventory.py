@@ -96,8 +96,7 @@ def load_cluster(path: Path) -> list[dict[str, Any]]:
 def load_settings(path: Path) -> dict[str, dict[str, Any]]:
     """The settings of a cluster file, checked: {group or "all": {name: value}}
     (without its secrets: secrets_file)."""
-    load_environment(path)
-    return json.loads(path.read_text()).get("settings", {})
+    return _environment(path)[1]
 
 
 def secrets_file(path: Path, document: dict[str, Any] | None = None) -> Path | None:
@@ -109,6 +108,14 @@ def secrets_file(path: Path, document: dict[str, Any] | None = None) -> Path | N
 def load_environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """A cluster file's nodes (defaults filled in) and settings, checked;
     its secrets, still encrypted, are among the settings of "all"."""
+    nodes, settings, secrets = _environment(path)
+    if secrets:
+        settings = dict(settings, all={**settings.get("all", {}), **secrets})
+    return nodes, settings
+
+
+def _environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, Any]]:
+    """A cluster file's nodes, its settings and its secrets, each checked."""
     try:
         import jsonschema
     except ImportError:
@@ -131,13 +138,11 @@ def load_environment(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[s
     if problems:
         raise SystemExit("\n".join(f"{path}: {problem}" for problem in problems))
     secrets = secrets_file(path, document)
-    if secrets is not None:
-        settings = dict(settings, all={**settings.get("all", {}), **load_secrets(secrets)})
     for node in nodes:
         if "ssh" in node:
             node["ssh"] = dict(node["ssh"], **{field: resolve(path, node["ssh"][field])
                                                for field in ("key", "known_hosts") if field in node["ssh"]})
-    return nodes, settings
+    return nodes, settings, {} if secrets is None else load_secrets(secrets)
 
 
 def load_secrets(path: Path) -> dict[str, dict[str, str]]:
