@@ -642,14 +642,14 @@ CPU_SECONDS: dict[str, float] = {}
 
 
 def _cpu_seconds(cgroup: str) -> float:
-    stat = Path("/sys/fs/cgroup/unified") / cgroup / "cpu.stat"
-    if not stat.exists():  # a cgroup2-only machine mounts it at /sys/fs/cgroup
-        stat = Path("/sys/fs/cgroup") / cgroup / "cpu.stat"
-    try:
-        return int(next(line.split()[1] for line in stat.read_text().splitlines()
-                        if line.startswith("usage_usec "))) / 1e6
-    except (OSError, StopIteration):
-        return 0.0
+    """cpu.stat's usage of `cgroup`, in the hierarchy that keeps one (cgroup2's)."""
+    for directory in cgroup_dirs(cgroup):
+        try:
+            return int(next(line.split()[1] for line in (directory / "cpu.stat").read_text().splitlines()
+                            if line.startswith("usage_usec "))) / 1e6
+        except (OSError, StopIteration):
+            continue
+    return 0.0
 
 
 def down(name: str) -> None:

@@ -253,15 +253,25 @@ class VagrantLab(Lab):
         far: libvirtd's children, so no cgroup of the lab counts them."""
         ticks = os.sysconf("SC_CLK_TCK")
         used = 0.0
-        for pid in run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split():
+        for pid, _ in self.processes(("qemu",)):
             try:
-                if not Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
-                    continue
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             used += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
         return used
+
+    def processes(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(PID, command name) of the lab's processes whose name starts with one of `names`."""
+        found = []
+        for pid in run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split():
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith(names):
+                found.append((pid, comm))
+        return found
 
     def leftovers(self) -> dict[str, list[str]]:
         """What libvirt still has: domains, volumes, networks, and qemu,
@@ -270,18 +280,11 @@ class VagrantLab(Lab):
             "domains": self.virsh(["list", "--all", "--name"]).stdout.split(),
             "networks": self.virsh(["net-list", "--all", "--name"]).stdout.split(),
             "volumes": [],
-            "processes": [],
+            "processes": [f"{pid} {comm}" for pid, comm in self.processes(("qemu", "dnsmasq", "ssh"))],
         }
         for pool in self.virsh(["pool-list", "--all", "--name"]).stdout.split():
             found["volumes"] += [line.split()[0] for line in
                                  self.virsh(["vol-list", pool]).stdout.splitlines() if line.strip()]
-        for pid in run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout.split():
-            try:
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm.startswith(("qemu", "dnsmasq", "ssh")):
-                found["processes"].append(f"{pid} {comm}")
         return found
 
 
