@@ -88,9 +88,12 @@ PROMETHEUS_USER = "sortd"
 PROMETHEUS_PASSWORD = f"prometheus-{secrets.token_hex(12)}"
 
 
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def prometheus_api(path: str) -> dict:
-    request = urllib.request.Request(PROMETHEUS + path, headers={"Authorization": "Basic " + base64.b64encode(
-        f"{PROMETHEUS_USER}:{PROMETHEUS_PASSWORD}".encode()).decode()})
+    request = urllib.request.Request(PROMETHEUS + path, headers=basic_auth(PROMETHEUS_USER, PROMETHEUS_PASSWORD))
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.load(answer)["data"]
 
@@ -140,7 +143,7 @@ def test_prometheus_sees_every_target_up(monitored):
                "every target up in Prometheus", interval=1)
     # Its own scrape included, which gives the password; without it, or
     # with another, Prometheus asks for it.
-    for authorization in ({}, {"Authorization": "Basic " + base64.b64encode(b"sortd:guess").decode()}):
+    for authorization in ({}, basic_auth(PROMETHEUS_USER, "guess")):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
                                    timeout=10)
