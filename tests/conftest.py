@@ -52,9 +52,10 @@ def cpu_seconds() -> float:
 # Where the time goes: every fixture's set-up and every test's phases, the
 # slowest printed at the end of the run, the CPU time of each suite (this
 # process's and its children's: the playbooks' control side, builds; the
-# session's fixtures count where they were set up), and of each lab's hosts. A plugin of the whole session, so
-# that it sees the session's fixtures too (this file's hooks see only what
-# is set up for nodes under tests/).
+# session's fixtures count where they were set up), and of each lab's
+# hosts. A plugin of the whole session, so that it sees the session's
+# fixtures too (this file's hooks see only what is set up for nodes under
+# tests/).
 class Timings:
     def __init__(self) -> None:
         self.fixtures: list[tuple[float, str]] = []
