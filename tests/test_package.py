@@ -238,39 +238,55 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
     assert recovered_ms <= recovery_ms
 
 
+CRASH_LOOP_KILLS = {False: 30, True: 10}
+CRASH_LOOP_SECONDS = 150
+
+
 def test_a_crash_loop_never_leaves_the_node_dead(host, recovery_ms, full):
-    # 50 kill -9 within about 10 s while a client keeps sending (so the
-    # socket starts sortd too), then sortd must answer again within 2 s, and
-    # neither unit may be left failed (no `systemctl reset-failed` needed).
-    script = """
+    # kill -9 as soon as systemd has started sortd again, 30 times (10 on an
+    # emulated host, where each restart takes seconds), while a
+    # client keeps sending (so the socket starts sortd too); then sortd must
+    # answer again within recovery_ms, and neither unit may be left failed
+    # (no `systemctl reset-failed` needed). Each kill waits for the next start
+    # (a deadline, not a schedule), so a slow host only makes the loop longer:
+    # a start limit would stop the restarts, and the loop would end short.
+    kills_wanted = CRASH_LOOP_KILLS[host.spec.emulated]
+    script = f"""
 rm -f /root/stop-traffic
 ( while [ ! -f /root/stop-traffic ]; do curl -s -o /dev/null --max-time 1 http://127.0.0.1/ -d '[2,1]'; done ) &
-kills=0
-for i in $(seq 50); do
+kills=0 last=0 first=0 latest=0 deadline=$(( $(date +%s) + {CRASH_LOOP_SECONDS} ))
+while [ "$kills" -lt {kills_wanted} ] && [ "$(date +%s)" -lt "$deadline" ]; do
     pid=$(systemctl show -p MainPID --value sortd.service)
-    if [ "$pid" != 0 ] && kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
-    sleep 0.2
+    if [ "$pid" != 0 ] && [ "$pid" != "$last" ] && kill -9 "$pid" 2>/dev/null; then
+        kills=$((kills + 1)) last=$pid latest=$(date +%s%N)
+        [ "$first" != 0 ] || first=$latest
+    fi
+    sleep 0.02
 done
+span=$(( (latest - first) / 1000000 ))
 touch /root/stop-traffic
 wait
 start=$(date +%s%N)
-until [ "$(curl -s --max-time 1 http://127.0.0.1/ -d '[2,1]')" = '{"sorted_list":[1,2]}' ]; do
+until [ "$(curl -s --max-time 1 http://127.0.0.1/ -d '[2,1]')" = '{{"sorted_list":[1,2]}}' ]; do
     [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 30000 ] || break
     sleep 0.05
 done
-echo "$kills $(( ($(date +%s%N) - start) / 1000000 ))"
+echo "$kills $span $(( ($(date +%s%N) - start) / 1000000 ))"
 """
     started = time.monotonic()
-    kills, recovered_ms = map(int, host.sh(script, timeout=120).split())
+    kills, span_ms, recovered_ms = map(int, host.sh(script, timeout=CRASH_LOOP_SECONDS + 60).split())
     took = time.monotonic() - started
     states = host.run(["systemctl", "is-active", "sortd.socket", "sortd.service"], check=False).stdout.split()
     restarts = host.run(["systemctl", "show", "-p", "NRestarts", "--value", "sortd.service"]).stdout.strip()
-    print(f"crash loop: {kills} kill -9 in {took:.1f}s (NRestarts {restarts}); answered again "
-          f"{recovered_ms} ms after the last; units {states}")
-    # A loop, not a kill or two: far past systemd's default start limit (5
-    # starts in 10 s), which the unit lifts. Under other load a restart takes longer and the loop finds sortd
-    # down more often (measured: 33 of 50 with a root build beside it).
-    assert kills >= 25, "the loop did not find sortd running often enough to kill it"
+    print(f"crash loop: {kills} kill -9 over {span_ms / 1000:.1f}s ({took:.1f}s in all, NRestarts {restarts}); "
+          f"answered again {recovered_ms} ms after the last; units {states}")
+    # Every start was killed and followed by another: systemd never gave up.
+    assert kills == kills_wanted, f"sortd was not started again after kill {kills + 1} within {CRASH_LOOP_SECONDS} s"
+    # Past systemd's default start limit (5 starts in 10 s), which the unit
+    # lifts: 30 kills within 50 s put at least 6 into some 10 s. The unit is
+    # the same file on every host; an emulated one restarts too slowly to
+    # reach that rate under load, and is held to the restarts alone.
+    assert host.spec.emulated or span_ms <= 50000, span_ms
     assert states == ["active", "active"]
     assert recovered_ms <= recovery_ms
 
