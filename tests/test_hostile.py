@@ -48,7 +48,8 @@ def rss_mib(host, field: str = "VmRSS") -> float:
     return status_mib(host.run(["cat", f"/proc/{service(host, 'MainPID')}/status"]).stdout, field)
 
 
-# How often sortd gives free memory back while idle (src/budget.rs).
+# How often sortd gives free memory back while idle (src/startup.rs passes it
+# to Budget::trim_when_idle).
 TRIM_PERIOD_SECS = 1
 # "Near idle" after a burst that peaks at ~300 MiB: what is left is a few
 # MiB of allocator and thread caches (measured 8-19 MiB over idle): the
