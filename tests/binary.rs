@@ -336,3 +336,38 @@ fn serves_a_unix_socket_passed_by_systemd() {
         "{log}"
     );
 }
+
+#[test]
+fn pings_systemds_watchdog_within_every_watchdog_interval() {
+    // systemd restarts a unit with WatchdogSec= that goes a whole interval
+    // without "WATCHDOG=1" on its notify socket; sortd pings twice as often.
+    let dir = std::env::temp_dir().join(format!("sortd-watchdog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify");
+    let _ = std::fs::remove_file(&path);
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let interval = Duration::from_secs(2);
+    let mut command = Command::new(SORTD);
+    command
+        .env("SORTD_LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", interval.as_micros().to_string());
+    let _server = Server::start(command);
+    let mut pings = Vec::new();
+    let mut buffer = [0u8; 256];
+    while pings.len() < 4 {
+        let size = notify
+            .recv(&mut buffer)
+            .expect("a notification within 10 s");
+        let message = String::from_utf8_lossy(&buffer[..size]).into_owned();
+        if message.lines().any(|line| line == "WATCHDOG=1") {
+            pings.push(std::time::Instant::now());
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|gap| *gap < interval), "{gaps:?}");
+}
