@@ -166,6 +166,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_body_up_to_64_kib_needs_no_budget_even_when_it_is_spent() {
+        let budget = Budget::new(10 * BIG, Duration::from_secs(2));
+        let mut all = budget.reservation();
+        all.cover(10 * BIG).await.unwrap();
+        budget.reservation().cover(64 * 1024).await.unwrap();
+        let past = budget.reservation().cover(64 * 1024 + 1).await;
+        assert!(matches!(past, Err(ApiError::Busy)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_request_goes_on_when_budget_is_given_back_in_time() {
         let budget = Budget::new(10 * BIG, Duration::from_secs(2));
         let mut first = budget.reservation();
