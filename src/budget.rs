@@ -176,6 +176,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn only_a_body_of_a_mib_or_more_calls_for_trims() {
+        let budget = Budget::new(10 * BIG, Duration::from_secs(2));
+        let mut below = budget.reservation();
+        below.cover(1024 * 1024 - 1).await.unwrap();
+        drop(below);
+        assert_eq!(budget.trims_due.load(Ordering::Relaxed), 0);
+        let mut large = budget.reservation();
+        large.cover(1024 * 1024).await.unwrap();
+        drop(large);
+        assert_eq!(budget.trims_due.load(Ordering::Relaxed), TRIM_ROUNDS);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_waiting_request_goes_on_when_budget_is_given_back_in_time() {
         let budget = Budget::new(10 * BIG, Duration::from_secs(2));
         let mut first = budget.reservation();
