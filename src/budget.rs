@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -76,8 +77,9 @@ impl Budget {
 
     /// Every `period` while no request holds the budget, for `TRIM_ROUNDS`
     /// periods after a large request ended, returns the allocator's free
-    /// memory to the system. Runs until dropped.
-    pub async fn trim_when_idle(self: Arc<Self>, period: Duration) {
+    /// memory to the system, counting each time in `trims`. Runs until
+    /// dropped.
+    pub async fn trim_when_idle(self: Arc<Self>, period: Duration, trims: Counter) {
         let mut ticks = tokio::time::interval(period);
         loop {
             ticks.tick().await;
@@ -89,6 +91,7 @@ impl Budget {
                     .is_ok()
             {
                 let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                trims.inc();
                 log::debug!("no request in flight after a large one: free memory given back");
             }
         }
@@ -186,6 +189,32 @@ mod tests {
         large.cover(1024 * 1024).await.unwrap();
         drop(large);
         assert_eq!(budget.trims_due.load(Ordering::Relaxed), TRIM_ROUNDS);
+    }
+
+    /// In real time, with a short period: the trims run on their own task.
+    #[tokio::test]
+    async fn memory_is_given_back_only_while_idle_for_the_rounds_after_a_large_body() {
+        let budget = Arc::new(Budget::new(10 * BIG, Duration::from_secs(2)));
+        let period = Duration::from_millis(5);
+        let trims = Counter::default();
+        let trimming = tokio::spawn(Arc::clone(&budget).trim_when_idle(period, trims.clone()));
+        let mut large = budget.reservation();
+        large.cover(2 * BIG).await.unwrap();
+        // A request in flight: no trim, though one is due.
+        let mut in_flight = budget.reservation();
+        in_flight.cover(BIG).await.unwrap();
+        drop(large);
+        tokio::time::sleep(period * 20).await;
+        assert_eq!(trims.get(), 0);
+        // Idle: the rounds run, then no more.
+        drop(in_flight);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while trims.get() < u64::from(TRIM_ROUNDS) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(period).await;
+        }
+        tokio::time::sleep(period * 20).await;
+        assert_eq!(trims.get(), u64::from(TRIM_ROUNDS));
+        trimming.abort();
     }
 
     #[tokio::test(start_paused = true)]

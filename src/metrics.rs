@@ -42,6 +42,7 @@ pub struct Metrics {
     abandoned: Counter,
     sorts_in_progress: Gauge,
     sorts_stopped: Counter,
+    memory_trims: Counter,
 }
 
 impl Default for Metrics {
@@ -86,6 +87,7 @@ impl Default for Metrics {
         let abandoned = Counter::default();
         let sorts_in_progress = Gauge::default();
         let sorts_stopped = Counter::default();
+        let memory_trims = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route, method and status",
@@ -121,6 +123,11 @@ impl Default for Metrics {
             "Sorts stopped between their steps: past the request's deadline, or its client gone",
             sorts_stopped.clone(),
         );
+        registry.register(
+            "memory_trims",
+            "Times sortd gave its free memory back to the system, while idle after a large body",
+            memory_trims.clone(),
+        );
         Metrics {
             registry: root,
             resident_memory,
@@ -131,6 +138,7 @@ impl Default for Metrics {
             abandoned,
             sorts_in_progress,
             sorts_stopped,
+            memory_trims,
         }
     }
 }
@@ -147,6 +155,11 @@ impl Metrics {
             log::error!("could not encode metrics: {error}");
         }
         text
+    }
+
+    /// The counter that `Budget::trim_when_idle` counts its trims in.
+    pub fn memory_trims(&self) -> Counter {
+        self.memory_trims.clone()
     }
 
     pub fn add_sorted(&self, count: usize) {

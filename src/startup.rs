@@ -115,9 +115,10 @@ impl Application {
         // it is both the header read timeout and the idle timeout.
         http.timer(TokioTimer::new())
             .header_read_timeout(config.idle_timeout);
-        let trimming = tokio::spawn(
-            Arc::clone(&self.state.budget).trim_when_idle(std::time::Duration::from_secs(1)),
-        );
+        let trimming = tokio::spawn(Arc::clone(&self.state.budget).trim_when_idle(
+            std::time::Duration::from_secs(1),
+            self.state.metrics.memory_trims(),
+        ));
         let service = warp::service(filters::app(Arc::clone(&self.state)));
         let connections = GracefulShutdown::new();
         let mut shutdown = pin!(shutdown);

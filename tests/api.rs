@@ -586,6 +586,12 @@ async fn large_request_is_sorted_exactly() {
     assert_eq!(answer.status, 200);
     let sorted: Vec<i64> = serde_json::from_value(answer.json()["sorted_list"].clone()).unwrap();
     assert_eq!(sorted, expected);
+    // A body of a MiB or more: once no request holds the budget, sortd gives
+    // the memory back (each second, for a while), and counts it.
+    metrics_when(&app, |m| {
+        metric(m, "sortd_memory_trims_total").is_some_and(|n| n != "0")
+    })
+    .await;
 }
 
 #[tokio::test]
