@@ -304,6 +304,30 @@ mod tests {
         assert!(matches!(stopped, Err(ApiError::Timeout { .. })));
     }
 
+    #[test]
+    fn the_answer_is_allocated_once_at_about_the_bodys_size() {
+        // Integers are written as they were read, and the spaces go: the
+        // answer fits in its body's size plus the wrapper, one allocation
+        // of that size and not more.
+        let text: String = format!(
+            "[{}]",
+            (0..10_000)
+                .rev()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let (work, _alive) = Work::new(Duration::from_secs(60));
+        let (_, json) = sort_body(Bytes::from(text.clone()), 20_000, Order::Asc, &work).unwrap();
+        assert!(
+            json.len() <= text.len() + 32,
+            "{} > {} + 32",
+            json.len(),
+            text.len()
+        );
+        assert_eq!(json.capacity(), text.len() + 32);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn work_stops_at_its_deadline() {
         let (work, _alive) = Work::new(Duration::from_secs(2));
