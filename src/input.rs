@@ -705,6 +705,10 @@ mod tests {
         let body = format!("{{{}}}", repeats.join(", "));
         let numbers = parse_body(body.as_bytes(), 3).unwrap();
         assert_eq!(numbers.to_json(), "[19,100]");
+        // Fewer distinct keys than the limit, repeated past twice it.
+        let one_key: Vec<String> = (0..20).map(|i| format!(r#""a": {i}"#)).collect();
+        let body = format!("{{{}}}", one_key.join(", "));
+        assert_eq!(parse_body(body.as_bytes(), 3).unwrap().to_json(), "[19]");
         // A fourth distinct key is refused, early among repeats or last.
         let early = format!(r#"{{"d": 1, {}}}"#, repeats.join(", "));
         let last = format!(r#"{{{}, "d": 1}}"#, repeats.join(", "));
