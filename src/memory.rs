@@ -66,3 +66,31 @@ pub fn cgroup_limit_bytes() -> Option<u64> {
         (limit < 1 << 62).then_some(limit)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn freed_memory_goes_back_to_the_system_when_released() {
+        const MIB: u64 = 1024 * 1024;
+        // 100 MiB in small blocks, below glibc's mmap threshold, with one
+        // block allocated after them and kept, so that freeing them leaves a
+        // hole the allocator keeps for reuse rather than giving back itself.
+        let blocks: Vec<Vec<u8>> = (0..200_000).map(|i| vec![i as u8; 512]).collect();
+        let kept = vec![1u8; 512];
+        let peak = resident_bytes().unwrap();
+        drop(blocks);
+        release_free_memory();
+        let after = resident_bytes().unwrap();
+        // (Other tests may release it too, meanwhile: the peak is this one's.)
+        assert!(
+            after + 50 * MIB < peak,
+            "{} MiB -> {} MiB",
+            peak / MIB,
+            after / MIB
+        );
+        drop(kept);
+    }
+}
