@@ -630,6 +630,9 @@ async fn metrics_count_requests_numbers_and_latency() {
     app.post("/", r#"{"x1": "[5,3,9]", "x2": "4"}"#).await;
     app.post("/", r#"{"x1": "abc"}"#).await;
     app.get("/nope").await;
+    app.get("/healthz").await;
+    // Counted once answered: the next scrape shows this one.
+    app.get("/metrics").await;
     let answer = app.get("/metrics").await;
     assert_eq!(answer.status, 200);
     assert!(answer.headers["content-type"]
@@ -641,6 +644,8 @@ async fn metrics_count_requests_numbers_and_latency() {
         r#"sortd_http_requests_total{route="/",method="POST",status="200"} 1"#,
         r#"sortd_http_requests_total{route="/",method="POST",status="400"} 1"#,
         r#"sortd_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"sortd_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
+        r#"sortd_http_requests_total{route="/metrics",method="GET",status="200"} 1"#,
         "sortd_numbers_sorted_total 4",
         r#"sortd_http_request_duration_seconds_count{route="/"} 2"#,
         // The metrics request itself is in flight while it is encoded.
