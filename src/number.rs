@@ -43,14 +43,6 @@ pub struct BigInt {
     beyond_approx: Ordering,
 }
 
-impl PartialEq for BigInt {
-    fn eq(&self, other: &Self) -> bool {
-        self.negative == other.negative && self.digits == other.digits
-    }
-}
-
-impl Eq for BigInt {}
-
 /// 2^63 as an `f64`.
 #[cfg(test)]
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
