@@ -190,15 +190,6 @@ fn cmp_limbs(a: &[u64], b: &[u64]) -> Ordering {
         .then_with(|| a.iter().rev().cmp(b.iter().rev()))
 }
 
-impl std::fmt::Display for BigInt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.negative {
-            f.write_str("-")?;
-        }
-        f.write_str(&self.digits)
-    }
-}
-
 /// Exact comparison of an integer with a float, with no rounding of either.
 fn cmp_int_float(int: i128, float: f64) -> Ordering {
     if float >= TWO_POW_127 {
@@ -407,6 +398,9 @@ mod tests {
         assert!(Number::Int(i64::MIN) == Number::Float(-TWO_POW_63));
         assert!(Number::Int(3) < Number::Float(3.5));
         assert!(Number::Int(-3) > Number::Float(-3.5));
+        // Equal means numerically equal, and nothing else is.
+        assert!(Number::Int(3) != Number::Float(3.5));
+        assert!(big("100000000000000000001") != Number::Float(1e20));
     }
 
     #[test]

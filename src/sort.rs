@@ -268,6 +268,14 @@ impl Numbers {
 mod tests {
     use super::*;
 
+    #[test]
+    fn numbers_are_empty_until_one_is_added() {
+        let mut numbers = Numbers::with_limit(10);
+        assert!(numbers.is_empty());
+        numbers.push(Number::Int(1)).unwrap();
+        assert!(!numbers.is_empty());
+    }
+
     fn sorted(values: Vec<Number>, order: Order) -> String {
         let mut numbers = Numbers::with_limit(usize::MAX);
         for value in values {

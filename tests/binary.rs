@@ -197,6 +197,11 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
     );
+    // Each request's access line: method, path, status, the answer's bytes.
+    assert!(
+        log.contains("POST / 200 21B ") && log.contains("POST / 200 25B "),
+        "{log}"
+    );
     assert!(
         TcpStream::connect(&server.addr).is_err(),
         "still listening after exit"
