@@ -51,6 +51,12 @@ pub fn resident_bytes() -> Option<u64> {
 /// so that an alert can compare memory with the limit in force.
 pub fn cgroup_limit_bytes() -> Option<u64> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    limit_of(&cgroups, |file| std::fs::read_to_string(file).ok())
+}
+
+/// The limit for a process with this `/proc/self/cgroup`, reading the
+/// cgroup files with `read`.
+fn limit_of(cgroups: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
     cgroups.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
         let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
@@ -62,7 +68,7 @@ pub fn cgroup_limit_bytes() -> Option<u64> {
             _ => return None,
         };
         // "max" (v2) or a page-rounded i64::MAX (v1) is no limit.
-        let limit: u64 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+        let limit: u64 = read(&file)?.trim().parse().ok()?;
         (limit < 1 << 62).then_some(limit)
     })
 }
@@ -70,6 +76,42 @@ pub fn cgroup_limit_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_limit_is_read_from_the_processs_cgroup_v2_or_v1() {
+        let files = |file: &str| -> Option<String> {
+            match file {
+                "/sys/fs/cgroup/system.slice/sortd.service/memory.max" => {
+                    Some("1073741824\n".into())
+                }
+                "/sys/fs/cgroup/free.slice/memory.max" => Some("max\n".into()),
+                "/sys/fs/cgroup/memory/system.slice/sortd.service/memory.limit_in_bytes" => {
+                    Some("536870912\n".into())
+                }
+                // cgroup v1's "no limit": i64::MAX rounded down to a page.
+                "/sys/fs/cgroup/memory/free.slice/memory.limit_in_bytes" => {
+                    Some("9223372036854771712\n".into())
+                }
+                _ => None,
+            }
+        };
+        let v2 = "0::/system.slice/sortd.service\n";
+        assert_eq!(limit_of(v2, files), Some(1 << 30));
+        assert_eq!(limit_of("0::/free.slice\n", files), None);
+        // A hybrid host: systemd's tree on v2, the memory controller on v1
+        // (alone or with others), found whatever its line's place.
+        let v1 = "12:pids:/x\n4:memory:/system.slice/sortd.service\n0::/elsewhere\n";
+        assert_eq!(limit_of(v1, files), Some(1 << 29));
+        let joined = "3:cpu,memory,cpuacct:/system.slice/sortd.service\n";
+        assert_eq!(limit_of(joined, files), Some(1 << 29));
+        assert_eq!(limit_of("4:memory:/free.slice\n", files), None);
+        // A limit just under 2^62 still counts; other controllers' lines do not.
+        let near = |_: &str| Some(((1u64 << 62) - 1).to_string());
+        assert_eq!(limit_of("0::/a\n", near), Some((1 << 62) - 1));
+        assert_eq!(limit_of("5:cpu:/a\n", near), None);
+        let at = |_: &str| Some((1u64 << 62).to_string());
+        assert_eq!(limit_of("0::/a\n", at), None);
+    }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
