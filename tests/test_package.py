@@ -105,10 +105,15 @@ def host(lab, http_port, platform, host_debs):
 @pytest.fixture(scope="module")
 def recovery_ms(host) -> int:
     """How soon sortd must answer again after a kill: 2 s, on a real CPU. An
-    arm64 host is emulated (qemu TCG, 10-20 times slower, systemd included),
-    so it is held to being back at all, within 10 s; the figure it prints is
-    not the product's."""
-    return 10000 if host.spec.emulated else 2000
+    arm64 host is emulated (qemu TCG, 10-20 times slower, systemd included,
+    and sharing this machine's 2 cores with the other streams), so it is held
+    to being back at all, within the poll's minute: it once took over 10 s
+    under a gate's load. The figure it prints is not the product's."""
+    return RECOVERY_POLL_MS if host.spec.emulated else 2000
+
+
+# How long the kill tests poll for sortd's answer before they give up.
+RECOVERY_POLL_MS = 60000
 
 
 def curl(host, *args: str) -> str:
@@ -226,12 +231,12 @@ def test_kill_9_brings_the_service_back_within_2_seconds_on_a_real_cpu(host, rec
 kill -9 {before}
 start=$(date +%s%N)
 until [ "$(curl -s --max-time 1 http://127.0.0.1/ -d '[2,1]')" = '{{"sorted_list":[1,2]}}' ]; do
-    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 10000 ] || exit 1
+    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt {RECOVERY_POLL_MS} ] || exit 1
     sleep 0.05
 done
 echo $(( ($(date +%s%N) - start) / 1000000 ))
 """
-    recovered_ms = int(host.sh(script).strip())
+    recovered_ms = int(host.sh(script, timeout=RECOVERY_POLL_MS // 1000 + 60).strip())
     after = host.run(["systemctl", "show", "-p", "MainPID", "--value", "sortd.service"]).stdout.strip()
     print(f"answered again {recovered_ms} ms after kill -9 (pid {before} -> {after})")
     assert after != before
@@ -268,13 +273,14 @@ touch /root/stop-traffic
 wait
 start=$(date +%s%N)
 until [ "$(curl -s --max-time 1 http://127.0.0.1/ -d '[2,1]')" = '{{"sorted_list":[1,2]}}' ]; do
-    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 30000 ] || break
+    [ $(( ($(date +%s%N) - start) / 1000000 )) -lt {RECOVERY_POLL_MS} ] || break
     sleep 0.05
 done
 echo "$kills $span $(( ($(date +%s%N) - start) / 1000000 ))"
 """
     started = time.monotonic()
-    kills, span_ms, recovered_ms = map(int, host.sh(script, timeout=CRASH_LOOP_SECONDS + 60).split())
+    timeout = CRASH_LOOP_SECONDS + RECOVERY_POLL_MS // 1000 + 60
+    kills, span_ms, recovered_ms = map(int, host.sh(script, timeout=timeout).split())
     took = time.monotonic() - started
     states = host.run(["systemctl", "is-active", "sortd.socket", "sortd.service"], check=False).stdout.split()
     restarts = host.run(["systemctl", "show", "-p", "NRestarts", "--value", "sortd.service"]).stdout.strip()
