@@ -478,42 +478,23 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     assert load["failed"] == 0, load["failures"]
 
 
-def test_roll_back_to_the_previous_release_and_a_named_one(cluster, debs, work):
-    # (A rollback to a .deb file of the control node: the lock's test above.)
+def test_roll_back_to_the_previous_release_rolling_under_load(cluster, debs, work):
+    # (A rollback to a .deb file of the control node: the lock's test above;
+    # to a version kept on the nodes, by name: the TLS test below.)
     lab, _ = cluster
     old, new = (version_of(deb) for deb in debs)
     assert [version_on(lab, node) for node in WEB] == [new] * 3
-
-    def roll_back(to: str, version: str, what: str, *args: str) -> None:
-        """A rollback as a user types it, rolling under the load loop."""
-        with under_load(LOAD_URL, work) as load:
-            _, took = deploy(cluster, debs[1], "-e", f"sortd_rollback={to}", *args)
-        measure(f"rollback to {what}, rolling: {took:.1f}s; {load['requests']} requests, {load['failed']} failed")
-        assert load["failed"] == 0, load["failures"]
-        assert [version_on(lab, node) for node in WEB] == [version] * 3
-
-    roll_back("previous", old, "the previous release")
-    # To a version kept on the nodes; releases past web_keep_releases are
-    # then removed, and the running one stays.
-    roll_back(new, new, "a named version kept on the nodes", "-e", "web_keep_releases=1")
-    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
-    assert kept == [debs[1].name], kept
-    # A version no node keeps: the play stops before touching any, and says
-    # which versions there are.
-    output, _ = deploy(cluster, debs[1], "-e", f"sortd_rollback={old}", check=False)
-    assert f"keeps no release {old} to roll back to" in output and new in output, output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
-    # Every step is in each node's history (the bad release's failure too).
-    entries = history(lab, "web-02")
-    steps = [(e["action"], e["from"], e["to"], e["result"]) for e in entries]
-    assert steps[-2:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok")], steps
-    assert ("deploy", old, new, "ok") in steps and ("rollback", new, old, "ok") in steps[:-2], steps
-    assert all(e["by"].count("@") == 1 for e in entries)
+    with under_load(LOAD_URL, work) as load:
+        _, took = deploy(cluster, debs[1], "-e", "sortd_rollback=previous")
+    measure(f"rollback to the previous release, rolling: {took:.1f}s; {load['requests']} requests, "
+            f"{load['failed']} failed")
+    assert load["failed"] == 0, load["failures"]
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
 
 
-def test_a_failed_run_releases_the_lock(cluster, debs):
+def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
     lab, hosts = cluster
-    new = version_of(debs[1])
+    running = [version_on(lab, node) for node in WEB]
     lock = "/var/lib/sortd-deploy/lock"
 
     def lock_taken() -> bool:
@@ -524,31 +505,45 @@ def test_a_failed_run_releases_the_lock(cluster, debs):
     lab.hosts["web-03"].run(["systemctl", "stop", "ssh"])
     try:
         started = time.monotonic()
-        output, _ = deploy(cluster, debs[1], "-e", "sortd_rollback=previous", check=False)
+        output, _ = deploy(cluster, debs[1], check=False)
         took = time.monotonic() - started
     finally:
         lab.hosts["web-03"].run(["systemctl", "start", "ssh"])
     measure(f"a run with web-03 unreachable stopped in {took:.1f}s, before the lock")
     assert "fatal: [web-03]" in output and "Take the cluster's deploy lock" not in output, output[-3000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == [new] * 3 and not lock_taken()
-    # The load balancer's play fails (a rate nginx refuses): the lock is
-    # released, and the balancer keeps serving with its running settings.
-    output, _ = deploy(cluster, debs[1], "-e", "lb_client_rate=fast", *AT_ONCE, check=False)
-    assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
-    assert not lock_taken()
-    assert sort_at(LB_PORT) == SORTED
+    assert [version_on(lab, node) for node in WEB] == running and not lock_taken()
 
 
 def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, debs, work):
     lab, hosts = cluster
+    old, new = (version_of(deb) for deb in debs)
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     ca_dir = work / "tls"
     # The environment's settings in its file, as in production: no -e.
     environment = work / "tls.json"
     production = json.loads(hosts.read_text())
     production["settings"]["lb"].update(lb_tls=True, lb_https_port=HTTPS_PORT, lb_ca_dir=str(ca_dir))
     environment.write_text(json.dumps(production))
-    playbook(environment, debs[1])
+    # The same run rolls the web nodes back, one at a time, to a version
+    # they keep, by name; releases past web_keep_releases are then removed,
+    # and the running one stays.
+    _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={new}", "-e", "web_keep_releases=1")
+    measure(f"TLS turned on, and a rollback to a named version kept on the nodes, rolling: {took:.1f}s")
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
+    assert kept == [debs[1].name], kept
+    # A version no node keeps: the play stops before touching any, and says
+    # which versions there are.
+    output, _ = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", check=False)
+    assert f"keeps no release {old} to roll back to" in output and new in output, output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    # Every step is in each node's history (the bad release's failure too).
+    entries = history(lab, "web-02")
+    steps = [(e["action"], e["from"], e["to"], e["result"]) for e in entries]
+    assert steps[-2:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok")], steps
+    assert ("deploy", old, new, "ok") in steps and ("rollback", new, old, "ok") in steps[:-2], steps
+    assert all(e["by"].count("@") == 1 for e in entries)
     ca = ca_dir / "lb-01-ca.crt"
 
     def sorts_over_tls() -> bool:
@@ -582,6 +577,15 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     assert "lb-01: lb_tls would go from true to false" in output, output[-3000:]
     assert "-e sortd_confirm_downgrade=lb_tls" in output and "Take the cluster's deploy lock" not in output
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-3000:]
+    assert sorts_over_tls()
+    # A run whose load balancer's play fails (the downgrade confirmed, but
+    # with a rate nginx refuses) releases the lock, and the balancer keeps
+    # serving with its running settings: TLS.
+    lock = "/var/lib/sortd-deploy/lock"
+    output, _ = deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls",
+                       "-e", "lb_client_rate=fast", *AT_ONCE, check=False)
+    assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
+    assert lab.hosts["lb-01"].run(["test", "-e", lock], check=False).returncode != 0
     assert sorts_over_tls()
     # Confirmed on purpose, the downgrade happens (-e values are strings,
     # and "false" is read as false): plain HTTP sorts again.
