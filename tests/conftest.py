@@ -20,7 +20,14 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 
 @pytest.fixture(scope="session")
 def debs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two builds of the package, the second with a higher revision."""
+    """Two builds of the package, the second with a higher revision: those
+    in $SORTD_TEST_DEBS (scripts/run-tests builds them once for its
+    streams), or built here."""
+    shared = os.environ.get("SORTD_TEST_DEBS")
+    if shared:
+        built = sorted(Path(shared).glob("sortd_*.deb"))
+        assert len(built) == 2 and version_of(built[0]) < version_of(built[1]), built
+        return built[0], built[1]
     into = tmp_path_factory.mktemp("debs")
     base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return build_deb(into, f"{base}.1"), build_deb(into, f"{base}.2")
