@@ -1,21 +1,20 @@
 """The arm64 package: cross-built here with Debian's toolchain
 (debian/build-cross), its binary run under qemu-user (binfmt_misc, with
-arm64's libc from Debian) answers every API example of the README; and the
-playbook gives each node the build of its own architecture, or stops.
+arm64's libc from Debian) answers every API example of the README. (That the
+playbook gives each node the build of its own architecture, or stops:
+tests/test_deploy.py.)
 
 Installed on arm64 hosts (VMs under qemu-system's emulation, one per suite),
 the package is tested by tests/test_package.py and deployed by
 tests/test_deploy.py, with the same tests as on amd64."""
 
-import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from clusters import LB_PORT, ROOT, SORTED, cluster_up, playbook, recap, sort_at, version_of
+from clusters import ROOT, version_of
 from test_readme import check_api_examples
 from testlab import free_port, listening
 from testlab.hosts import wait_until
@@ -74,26 +73,3 @@ def test_the_arm64_binary_answers_the_readme_api_examples(arm64_libc, unpacked, 
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def test_each_node_gets_the_build_of_its_own_architecture(debs, arm64_deb, tmp_path):
-    version = version_of(debs[1])
-    # Named: the arm64 package. The (amd64) node gets the amd64 build of the
-    # same release, found beside it or in the repository's build folder.
-    beside = tmp_path / "release"
-    beside.mkdir()
-    shutil.copy(debs[1], beside)
-    named = Path(shutil.copy(arm64_deb, beside))
-    with cluster_up(ROOT / "cluster.json", "archs") as (lab, hosts, _):
-        playbook(hosts, named)
-        installed = lab.hosts["web-01"].run(["dpkg-query", "-W", "-f", "${Architecture} ${Version}", "sortd"]).stdout
-        assert installed == f"amd64 {version}" and sort_at(LB_PORT) == SORTED
-        # A release built for arm64 only stops before the node changes,
-        # saying how to build the missing one.
-        lonely = tmp_path / "lonely" / "sortd_0.0.1-1_arm64.deb"
-        lonely.parent.mkdir()
-        lonely.write_bytes(arm64_deb.read_bytes())
-        output, _ = playbook(hosts, lonely, check=False)
-        assert "No amd64 build of sortd 0.0.1-1 for web-01" in output, output[-3000:]
-        assert "SORTD_DEB_REVISION=1" in output and recap(output)["web-01"]["changed"] == 0
-        print(json.dumps({"named": named.name, "installed": installed}))

@@ -19,16 +19,25 @@ def on_suite(cluster: dict, suite: str) -> dict:
     return {"nodes": [dict(node, box=f"debian/{suite}64") for node in cluster["nodes"]]}
 
 
-def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, tmp_path):
+def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, arm64_debs, tmp_path):
     # On the default suite; the other's nodes converge in the mixed cluster below.
     deb, _ = debs
     suite = DEFAULT_SUITE
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps(on_suite(json.loads((ROOT / "cluster.json").read_text()), suite)))
+    # One release, both builds side by side, named by its arm64 build: the
+    # (amd64) node gets the amd64 build found beside it. (The other way
+    # round: the mixed cluster below.)
+    release = tmp_path / "release"
+    release.mkdir()
+    shutil.copy(deb, release)
+    named = Path(shutil.copy(arm64_debs[0], release))
     with cluster_up(cluster, "deploy") as (lab, hosts, booted):
         assert codename(lab.hosts["web-01"]) == suite
-        output, first = playbook(hosts, deb)
+        output, first = playbook(hosts, named)
         assert recap(output)["web-01"]["failed"] == 0
+        installed = lab.hosts["web-01"].run(["dpkg-query", "-W", "-f", "${Architecture} ${Version}", "sortd"]).stdout
+        assert installed == f"amd64 {version_of(deb)}"
         assert sort_at(LB_PORT) == SORTED
         # A one-node cluster has no load balancer, and says nothing about it.
         assert "WARNING" not in output, output
@@ -55,6 +64,15 @@ def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, tmp_path):
         assert recap(output)["web-01"]["failed"] == 0
         assert sort_at(LB_PORT) == SORTED
 
+        # A release built for arm64 only stops before the node changes,
+        # saying how to build the missing one.
+        lonely = tmp_path / "lonely" / "sortd_0.0.1-1_arm64.deb"
+        lonely.parent.mkdir()
+        lonely.write_bytes(arm64_debs[0].read_bytes())
+        output, _ = playbook(hosts, lonely, check=False)
+        assert "No amd64 build of sortd 0.0.1-1 for web-01" in output, output[-3000:]
+        assert "SORTD_DEB_REVISION=1" in output and recap(output)["web-01"]["changed"] == 0
+
 
 @pytest.mark.quick
 def test_missing_deb_fails_before_any_node_saying_how_to_build_it(tmp_path):
@@ -76,8 +94,8 @@ def test_a_cluster_of_mixed_suites_and_architectures_converges_and_serves_throug
     # on bookworm (a VM under emulation; tests/test_package.py runs the whole
     # package sequence on a trixie arm64 host, so each kind of arm64 host
     # boots once). One release, both builds side by side: named, the amd64
-    # build; the arm64 node installs its own (the other way round:
-    # tests/test_arm64.py). One run: a second, which changes nothing, is
+    # build; the arm64 node installs its own (the other way round: the
+    # default cluster above). One run: a second, which changes nothing, is
     # proved on the other clusters, and here it took minutes of emulation.
     # The web nodes converge at once (sortd_web_serial): a first deployment
     # has nothing to keep serving, and an emulated node takes minutes.
