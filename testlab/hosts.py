@@ -486,6 +486,8 @@ class Lab:
             "IPv6AcceptRA=no\n")
         (root / "etc/apt/apt.conf.d/01proxy").write_text(
             f'Acquire::http::Proxy "http://{self.gateway}:{APT_PROXY_PORT}";\nAcquire::Retries "5";\n')
+        if spec.emulated:
+            vm.skip_man_db_updates(root)
         run(["ssh-keygen", "-A", "-f", str(root)], stdout=subprocess.DEVNULL)
         key = self.key_of(spec.name)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"vagrant@{spec.name}", "-f", str(key)])

@@ -32,13 +32,14 @@ from pathlib import Path
 
 from .hosts import (APT_PROXY_PORT, CACHE, DEFAULT_SUITE, PACKAGES, PROJECT, Lab, authorize_vagrant_key,
                     cached_rootfs, log, run, wait_until)
+from .vm import skip_man_db_updates
 
 LAB = "vagrant"
 SUBNET = "10.232.0"  # the lab's own bridge; guests reach its gateway by their default route
 # The Debian cloud kernel: half the size of the generic one and ~25% faster to
 # boot under emulation; it has the virtio drivers.
 BOX_PACKAGES = [*PACKAGES, "linux-image-cloud-amd64"]
-BOX_FORMAT = "v2"  # bump when the box's own files below change
+BOX_FORMAT = "v3"  # bump when the box's own files below change
 BOX_VERSION = "1.0.0"
 BOX_DISK_GB = 8
 VAGRANT_HOME = CACHE / "vagrant.d"  # boxes added here, not to ~/.vagrant.d
@@ -121,6 +122,7 @@ def _build_box(box_file: Path, apt_proxy: str | None) -> None:
         # Every clone makes its own machine ID at first boot (DHCP client IDs
         # derive from it), without systemd-firstboot asking on the console.
         (root / "etc/machine-id").write_text("uninitialized\n")
+        skip_man_db_updates(root)
         run(["chroot", str(root), "systemctl", "mask", "systemd-firstboot.service"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # The first interface is Vagrant's management network; Vagrant
