@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import inventory
@@ -46,7 +46,7 @@ def build_deb(into: Path, revision: str | None = None, tree: Path = ROOT) -> Pat
     copies it into `into`; returns the copy's path. The build itself stays
     in the tree's target/debian (cargo deb removes older ones), where the
     web role finds the newest package."""
-    return _built(into, [str(tree / "debian" / "build")], revision, cwd=tree)
+    return _built(into, [str(tree / "debian" / "build")], revision, cwd=tree, lock="build" if tree == ROOT else None)
 
 
 def version_of(deb: Path) -> str:
@@ -57,7 +57,7 @@ def version_of(deb: Path) -> str:
 def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
     """The .deb for another architecture (debian/build-cross ARCH), copied
     into `into`."""
-    return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision)
+    return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision, lock="cross")
 
 
 def tree_copy(folder: Path) -> Path:
@@ -128,11 +128,14 @@ def _repackaged(deb: Path, work: Path, name: str, binary: str | None = None) -> 
     return out
 
 
-def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROOT) -> Path:
+def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROOT, lock: str | None = None) -> Path:
+    """Runs a build, holding build_lock(lock) if named: a copy of the tree
+    builds in its own target/, and a cross build in its own cache and
+    target/cross, so neither waits for this tree's native builds."""
     env = dict(os.environ, **({"SORTD_DEB_REVISION": revision} if revision else {}))
     if cwd != ROOT:
         env.pop("CARGO_TARGET_DIR", None)  # a copy builds in its own tree
-    with build_lock():
+    with build_lock(lock) if lock else nullcontext():
         result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
         assert result.returncode == 0, f"{shlex.join(command)} in {cwd}: exit {result.returncode}\n{result.stderr[-4000:]}"
         built = Path(result.stdout.strip().splitlines()[-1])
@@ -140,12 +143,14 @@ def _built(into: Path, command: list[str], revision: str | None, cwd: Path = ROO
 
 
 @contextmanager
-def build_lock():
-    """One build at a time in this tree, whichever stream asks (cargo deb
-    removes the older packages of target/debian, another stream's
-    included), and no copy of its build while one runs."""
+def build_lock(name: str = "build"):
+    """One build of a kind at a time in this tree, whichever stream asks.
+    "build", the native one: cargo deb removes the older packages of
+    target/debian, another stream's included, and no copy of its build may
+    be taken while one runs. "cross": debian/build-cross replaces the
+    packages of target/cross/debian."""
     (ROOT / "target").mkdir(exist_ok=True)
-    with open(ROOT / "target" / ".tests-build.lock", "w") as lock:
+    with open(ROOT / "target" / f".tests-{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
