@@ -379,8 +379,8 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
     assert "Another run holds the deploy lock" in finish(start("-e", f"release_deb={debs[1]}"), check=False)
     broke = finish(start_playbook(hosts, playbook_file="ansible/unlock.yaml"))
     assert "Broke the deploy lock of" in broke, broke[-3000:]
-    finish(start("-e", f"release_deb={debs[1]}", *AT_ONCE))
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    # Killed once it held the lock, before its web play: no node changed.
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     # Nor does any other answer through the load balancer show the version:
     # headers and bodies.
     for path in ("/", "/healthz", "/nowhere"):
@@ -390,7 +390,7 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
                 seen = str(answer.headers) + answer.read().decode()
         except urllib.error.HTTPError as error:
             seen = str(error.headers) + error.read().decode()
-        assert new not in seen and "X-Sortd-Version" not in seen, (path, seen)
+        assert old not in seen and "X-Sortd-Version" not in seen, (path, seen)
 
 
 def test_a_silent_node_costs_a_request_at_most_3_seconds(cluster, work):
@@ -458,7 +458,8 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     # version: only the health gate can stop it. (One whose installation
     # fails: the canary's test in tests/test_monitoring.py.)
     lab, hosts = cluster
-    good = version_of(debs[1])
+    old, new = (version_of(deb) for deb in debs)
+    # The newer release's build, at a higher version, over the older one.
     bad = stale_release(debs[1], work)
     bad_version = version_of(bad)
     with under_load(LOAD_URL, work) as load:
@@ -471,10 +472,10 @@ def test_a_bad_release_stops_the_rollout_and_is_rolled_back(cluster, debs, work)
     assert "web-02" not in recap(output) or recap(output)["web-02"]["changed"] == 0
     assert f"sortd {bad_version} failed on web-01: Wait until sortd answers ok, with the expected version" in output, \
         output[-3000:]
-    assert f"Rolled back to {good}" in output
+    assert f"Rolled back to {old}" in output
     # The message says what the node answered instead.
-    assert f"(it says it is {good})" in output, output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == [good] * 3
+    assert f"(it says it is {new})" in output, output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     assert load["failed"] == 0, load["failures"]
 
 
@@ -483,13 +484,14 @@ def test_roll_back_to_the_previous_release_rolling_under_load(cluster, debs, wor
     # to a version kept on the nodes, by name: the TLS test below.)
     lab, _ = cluster
     old, new = (version_of(deb) for deb in debs)
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    # The release each node ran before the older one it runs: the newer.
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     with under_load(LOAD_URL, work) as load:
         _, took = deploy(cluster, debs[1], "-e", "sortd_rollback=previous")
     measure(f"rollback to the previous release, rolling: {took:.1f}s; {load['requests']} requests, "
             f"{load['failed']} failed")
     assert load["failed"] == 0, load["failures"]
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
 
 
 def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
@@ -505,7 +507,7 @@ def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
     lab.hosts["web-03"].run(["systemctl", "stop", "ssh"])
     try:
         started = time.monotonic()
-        output, _ = deploy(cluster, debs[1], check=False)
+        output, _ = deploy(cluster, debs[0], check=False)
         took = time.monotonic() - started
     finally:
         lab.hosts["web-03"].run(["systemctl", "start", "ssh"])
@@ -518,7 +520,7 @@ def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
 def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, debs, work):
     lab, hosts = cluster
     old, new = (version_of(deb) for deb in debs)
-    assert [version_on(lab, node) for node in WEB] == [old] * 3
+    assert [version_on(lab, node) for node in WEB] == [new] * 3
     ca_dir = work / "tls"
     # The environment's settings in its file, as in production: no -e.
     environment = work / "tls.json"
@@ -528,20 +530,20 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     # The same run rolls the web nodes back, one at a time, to a version
     # they keep, by name; releases past web_keep_releases are then removed,
     # and the running one stays.
-    _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={new}", "-e", "web_keep_releases=1")
+    _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", "-e", "web_keep_releases=1")
     measure(f"TLS turned on, and a rollback to a named version kept on the nodes, rolling: {took:.1f}s")
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
-    assert kept == [debs[1].name], kept
+    assert kept == [debs[0].name], kept
     # A version no node keeps: the play stops before touching any, and says
     # which versions there are.
-    output, _ = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", check=False)
-    assert f"keeps no release {old} to roll back to" in output and new in output, output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == [new] * 3
+    output, _ = playbook(environment, debs[1], "-e", f"sortd_rollback={new}", check=False)
+    assert f"keeps no release {new} to roll back to" in output and old in output, output[-3000:]
+    assert [version_on(lab, node) for node in WEB] == [old] * 3
     # Every step is in each node's history (the bad release's failure too).
     entries = history(lab, "web-02")
     steps = [(e["action"], e["from"], e["to"], e["result"]) for e in entries]
-    assert steps[-2:] == [("rollback", new, old, "ok"), ("rollback", old, new, "ok")], steps
+    assert steps[-2:] == [("rollback", old, new, "ok"), ("rollback", new, old, "ok")], steps
     assert ("deploy", old, new, "ok") in steps and ("rollback", new, old, "ok") in steps[:-2], steps
     assert all(e["by"].count("@") == 1 for e in entries)
     ca = ca_dir / "lb-01-ca.crt"
