@@ -91,6 +91,15 @@ def ssh_answers(lab, source: str | None, address: str) -> bool:
     return run_from(lab, source, command).stdout == "SSH-"
 
 
+# The deploy lock, on lb-01 (the first node by name): the directory a run
+# makes to take it.
+LOCK = "/var/lib/sortd-deploy/lock"
+
+
+def lock_held(lab) -> bool:
+    return lab.hosts["lb-01"].run(["test", "-e", LOCK], check=False).returncode == 0
+
+
 def version_on(lab, node: str) -> str:
     answer = lab.hosts[node].run(["curl", "-s", "-D", "-", "-o", "/dev/null", "http://127.0.0.1/healthz"]).stdout
     return next(line.split(":", 1)[1].strip() for line in answer.splitlines()
@@ -322,13 +331,13 @@ def test_a_rolling_upgrade_fails_no_request_and_holds_the_deploy_lock(cluster, d
     # request.
     lab, hosts = cluster
     old, new = (version_of(deb) for deb in debs)
-    lock = "/var/lib/sortd-deploy/lock/holder.json"  # on lb-01, the first node by name
+    holder_file = f"{LOCK}/holder.json"  # written once the lock is taken
 
     def start(*args: str):
         return start_playbook(hosts, *args)
 
     def lock_taken() -> bool:
-        return lab.hosts["lb-01"].run(["test", "-s", lock], check=False).returncode == 0
+        return lab.hosts["lb-01"].run(["test", "-s", holder_file], check=False).returncode == 0
 
     assert [version_on(lab, node) for node in WEB] == [old] * 3
     with under_load(LOAD_URL, work, max_seconds=600) as load:
@@ -497,11 +506,6 @@ def test_roll_back_to_the_previous_release_rolling_under_load(cluster, debs, wor
 def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
     lab, hosts = cluster
     running = [version_on(lab, node) for node in WEB]
-    lock = "/var/lib/sortd-deploy/lock"
-
-    def lock_taken() -> bool:
-        return lab.hosts["lb-01"].run(["test", "-e", lock], check=False).returncode == 0
-
     # A node that cannot be reached stops the run before the lock is taken
     # and before any node changes.
     lab.hosts["web-03"].run(["systemctl", "stop", "ssh"])
@@ -514,7 +518,7 @@ def test_a_run_with_a_node_unreachable_stops_before_the_lock(cluster, debs):
     measure(f"a run with web-03 unreachable stopped in {took:.1f}s, before the lock")
     assert "fatal: [web-03]" in output and "Take the cluster's deploy lock" not in output, output[-3000:]
     assert all(counts["changed"] == 0 for counts in recap(output).values()), output[-3000:]
-    assert [version_on(lab, node) for node in WEB] == running and not lock_taken()
+    assert [version_on(lab, node) for node in WEB] == running and not lock_held(lab)
 
 
 def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, debs, work):
@@ -583,11 +587,10 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     # A run whose load balancer's play fails (the downgrade confirmed, but
     # with a rate nginx refuses) releases the lock, and the balancer keeps
     # serving with its running settings: TLS.
-    lock = "/var/lib/sortd-deploy/lock"
     output, _ = deploy(cluster, debs[1], "-e", "lb_tls=false", "-e", "sortd_confirm_downgrade=lb_tls",
                        "-e", "lb_client_rate=fast", *AT_ONCE, check=False)
     assert recap(output)["lb-01"]["failed"] == 1 and "Release the deploy lock and stop" in output, output[-3000:]
-    assert lab.hosts["lb-01"].run(["test", "-e", lock], check=False).returncode != 0
+    assert not lock_held(lab)
     assert sorts_over_tls()
     # Confirmed on purpose, the downgrade happens (-e values are strings,
     # and "false" is read as false): plain HTTP sorts again.
