@@ -8,55 +8,108 @@ use std::time::Duration;
 /// The largest `SORTD_MAX_BODY_BYTES` accepted: 1 GiB.
 pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 30;
 
-/// Every setting sortd has, with its environment variable and default.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// `SORTD_LISTEN`: where to listen when systemd passes no socket.
-    pub listen: SocketAddr,
-    /// `SORTD_MAX_BODY_BYTES`: the largest request body accepted (413 beyond).
-    pub max_body_bytes: u64,
-    /// `SORTD_MAX_NUMBERS`: the most numbers one request may hold (413 beyond).
-    pub max_numbers: usize,
-    /// `SORTD_DRAIN_SECS`: how long a shutdown waits for requests in flight.
-    pub drain_timeout: Duration,
-    /// `SORTD_MAX_INFLIGHT_BYTES`: the request body bytes all requests in
-    /// flight may hold together (at least `max_body_bytes`).
-    pub max_inflight_bytes: u64,
-    /// `SORTD_BUSY_WAIT_SECS`: how long a request waits for that budget
-    /// before it is answered 503.
-    pub busy_wait: Duration,
-    /// `SORTD_IDLE_SECS`: how long a connection may take to send a request's
-    /// headers, counted from its previous answer (or from its start) when
-    /// it is kept alive; past it, the connection is closed.
-    pub idle_timeout: Duration,
-    /// `SORTD_TIMEOUT_SECS`: how long a request may take from its headers to
-    /// its answer: a body still arriving then gets 408, work still running
-    /// is stopped and gets 503.
-    pub request_timeout: Duration,
+/// Declares each setting once: its field and type, its variable and what it
+/// means, its default, what a value must be, and how a value is read and
+/// written back. `Config`, its `Default`, `from_lookup`, `to_env` and
+/// `--help` all come from this one list.
+macro_rules! settings {
+    ($(
+        $(#[$why:meta])*
+        $field:ident: $type:ty, $variable:literal, $meaning:literal,
+            default $default:expr, expected $expected:literal, read $read:expr, write $write:expr;
+    )*) => {
+        /// Every setting sortd has, with its environment variable and default.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $(
+                #[doc = concat!("`", $variable, "`: ", $meaning, ".")]
+                $(#[$why])*
+                pub $field: $type,
+            )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        impl Config {
+            /// Each setting's variable, meaning and value, in the list's order.
+            fn variables(&self) -> Vec<(&'static str, &'static str, String)> {
+                vec![$( ($variable, $meaning, ($write)(&self.$field)) ),*]
+            }
+
+            /// Reads the settings through `lookup`; unset or empty variables
+            /// keep their defaults.
+            pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+                let defaults = Config::default();
+                Config {
+                    $( $field: setting(&lookup, $variable, $expected, $read)?.unwrap_or(defaults.$field), )*
+                }
+                .checked()
+            }
+        }
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            max_body_bytes: 16 * 1024 * 1024,
-            max_numbers: 1_000_000,
-            drain_timeout: Duration::from_secs(10),
-            // Four bodies of the largest size at once: well inside the
-            // unit's MemoryMax=1G for every body shape.
-            max_inflight_bytes: 64 * 1024 * 1024,
-            // Under the load balancers' read timeout (2 s), so a busy node's
-            // 503 reaches them in time to try another node.
-            busy_wait: Duration::from_secs(1),
-            // Longer than nginx keeps an idle upstream connection (the
-            // site's keepalive_timeout 5s), so nginx closes first and never
-            // sends a request on a connection sortd is closing.
-            idle_timeout: Duration::from_secs(10),
-            // The largest body of the worst shape takes well under a second;
-            // nginx in front waits 30 s (a load balancer 2 s, then retries).
-            request_timeout: Duration::from_secs(10),
-        }
-    }
+settings! {
+    listen: SocketAddr, "SORTD_LISTEN", "address:port to listen on when systemd passes no socket",
+        default SocketAddr::from(([127, 0, 0, 1], 5000)),
+        expected "an address and port such as 127.0.0.1:5000 or [::1]:5000",
+        read |text: &str| text.parse().ok(), write SocketAddr::to_string;
+    max_body_bytes: u64, "SORTD_MAX_BODY_BYTES", "largest request body in bytes, 413 beyond",
+        default 16 * 1024 * 1024,
+        expected "a positive number of bytes", read positive, write u64::to_string;
+    max_numbers: usize, "SORTD_MAX_NUMBERS", "most numbers in one request, 413 beyond",
+        default 1_000_000,
+        expected "a positive whole number",
+        read |text: &str| positive(text).and_then(|n| usize::try_from(n).ok()), write usize::to_string;
+    drain_timeout: Duration, "SORTD_DRAIN_SECS", "seconds a shutdown waits for requests in flight",
+        default Duration::from_secs(10),
+        expected "a whole number of seconds", read whole_seconds, write seconds;
+    /// Four bodies of the largest size at once: well inside the unit's
+    /// MemoryMax=1G for every body shape.
+    max_inflight_bytes: u64, "SORTD_MAX_INFLIGHT_BYTES",
+        "body bytes all requests in flight may hold together, at least SORTD_MAX_BODY_BYTES",
+        default 64 * 1024 * 1024,
+        expected "a positive number of bytes", read positive, write u64::to_string;
+    /// Under the load balancers' read timeout (lb_read_timeout, in the lb
+    /// role's defaults), so a busy node's 503 reaches them in time to try
+    /// another node.
+    busy_wait: Duration, "SORTD_BUSY_WAIT_SECS", "seconds a request waits for that budget before a 503",
+        default Duration::from_secs(1),
+        expected "a whole number of seconds", read whole_seconds, write seconds;
+    /// Longer than nginx keeps an idle upstream connection (the package
+    /// site's keepalive_timeout), so nginx closes first and never sends a
+    /// request on a connection sortd is closing.
+    idle_timeout: Duration, "SORTD_IDLE_SECS",
+        "seconds a connection may take to send a request's headers, from its start or its previous answer",
+        default Duration::from_secs(10),
+        expected "a positive whole number of seconds", read positive_seconds, write seconds;
+    /// The largest body of the worst shape takes well under a second; nginx
+    /// in front waits longer (the site's proxy_read_timeout).
+    request_timeout: Duration, "SORTD_TIMEOUT_SECS",
+        "seconds a request may take from its headers to its answer: then a body still arriving gets 408, \
+         work still running is stopped and gets 503",
+        default Duration::from_secs(10),
+        expected "a positive whole number of seconds", read positive_seconds, write seconds;
+}
+
+fn positive(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().filter(|&n| n > 0)
+}
+
+fn whole_seconds(text: &str) -> Option<Duration> {
+    text.parse().ok().map(Duration::from_secs)
+}
+
+fn positive_seconds(text: &str) -> Option<Duration> {
+    positive(text).map(Duration::from_secs)
+}
+
+fn seconds(duration: &Duration) -> String {
+    duration.as_secs().to_string()
 }
 
 impl Config {
@@ -65,51 +118,53 @@ impl Config {
     /// `/etc/default/sortd` and nginx site are made from that output, so each
     /// default is written here alone.
     pub fn to_env(&self) -> String {
-        format!(
-            "SORTD_LISTEN={}\nSORTD_MAX_BODY_BYTES={}\nSORTD_MAX_NUMBERS={}\nSORTD_DRAIN_SECS={}\n\
-             SORTD_MAX_INFLIGHT_BYTES={}\nSORTD_BUSY_WAIT_SECS={}\nSORTD_IDLE_SECS={}\n\
-             SORTD_TIMEOUT_SECS={}\n",
-            self.listen,
-            self.max_body_bytes,
-            self.max_numbers,
-            self.drain_timeout.as_secs(),
-            self.max_inflight_bytes,
-            self.busy_wait.as_secs(),
-            self.idle_timeout.as_secs(),
-            self.request_timeout.as_secs()
-        )
+        self.variables()
+            .iter()
+            .map(|(variable, _, value)| format!("{variable}={value}\n"))
+            .collect()
     }
 
-    /// The variables, their meaning and default, as `--help` prints them.
+    /// The variables, their meaning and default, as `--help` prints them:
+    /// the variable in a column of 22, its meaning wrapped beside it.
     pub fn environment_help() -> String {
-        let defaults = Config::default();
-        format!(
-            "  SORTD_LISTEN          address:port to listen on when systemd passes no socket
-                        (default {})
-  SORTD_MAX_BODY_BYTES  largest request body in bytes (default {})
-  SORTD_MAX_NUMBERS     most numbers in one request (default {})
-  SORTD_DRAIN_SECS      seconds a shutdown waits for requests in flight (default {})
-  SORTD_MAX_INFLIGHT_BYTES
-                        body bytes all requests in flight may hold together, at
-                        least SORTD_MAX_BODY_BYTES (default {})
-  SORTD_BUSY_WAIT_SECS  seconds a request waits for that budget before a 503
-                        (default {})
-  SORTD_IDLE_SECS       seconds a connection may take to send a request's headers,
-                        from its start or its previous answer (default {})
-  SORTD_TIMEOUT_SECS    seconds a request may take from its headers to its answer:
-                        then a body still arriving gets 408, work still running is
-                        stopped and gets 503 (default {})
-  RUST_LOG              log filter for env_logger (default info)
-  LISTEN_FDS            set by systemd socket activation: serve the inherited socket",
-            defaults.listen,
-            defaults.max_body_bytes,
-            defaults.max_numbers,
-            defaults.drain_timeout.as_secs(),
-            defaults.max_inflight_bytes,
-            defaults.busy_wait.as_secs(),
-            defaults.idle_timeout.as_secs(),
-            defaults.request_timeout.as_secs()
-        )
+        let others = [
+            (
+                "RUST_LOG",
+                "log filter for env_logger",
+                Some("info".to_string()),
+            ),
+            (
+                "LISTEN_FDS",
+                "set by systemd socket activation: serve the inherited socket",
+                None,
+            ),
+        ];
+        let settings = Config::default().variables().into_iter();
+        let described =
+            settings.map(|(variable, meaning, default)| (variable, meaning, Some(default)));
+        let indent = " ".repeat(24);
+        let mut lines = Vec::new();
+        for (variable, meaning, default) in described.chain(others) {
+            let mut line = if variable.len() < 22 {
+                format!("  {variable:<22}")
+            } else {
+                lines.push(format!("  {variable}"));
+                indent.clone()
+            };
+            // "(default ...)" stays whole, on one line.
+            let default = default.map(|value| format!("(default {value})"));
+            for word in meaning.split_whitespace().chain(default.as_deref()) {
+                if line.len() > indent.len() && line.len() + 1 + word.len() > 80 {
+                    lines.push(std::mem::replace(&mut line, indent.clone()));
+                }
+                if line.len() > indent.len() {
+                    line.push(' ');
+                }
+                line.push_str(word);
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
     }
 }
 
@@ -137,73 +192,6 @@ impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the settings through `lookup`; unset or empty variables keep
-    /// their defaults.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let defaults = Config::default();
-        let positive = |text: &str| text.parse::<u64>().ok().filter(|&n| n > 0);
-        let seconds = |text: &str| positive(text).map(Duration::from_secs);
-        Config {
-            listen: setting(
-                &lookup,
-                "SORTD_LISTEN",
-                "an address and port such as 127.0.0.1:5000 or [::1]:5000",
-                |text| text.parse().ok(),
-            )?
-            .unwrap_or(defaults.listen),
-            max_body_bytes: setting(
-                &lookup,
-                "SORTD_MAX_BODY_BYTES",
-                "a positive number of bytes",
-                positive,
-            )?
-            .unwrap_or(defaults.max_body_bytes),
-            max_numbers: setting(
-                &lookup,
-                "SORTD_MAX_NUMBERS",
-                "a positive whole number",
-                |text| positive(text).and_then(|n| usize::try_from(n).ok()),
-            )?
-            .unwrap_or(defaults.max_numbers),
-            drain_timeout: setting(
-                &lookup,
-                "SORTD_DRAIN_SECS",
-                "a whole number of seconds",
-                |text| text.parse().ok().map(Duration::from_secs),
-            )?
-            .unwrap_or(defaults.drain_timeout),
-            max_inflight_bytes: setting(
-                &lookup,
-                "SORTD_MAX_INFLIGHT_BYTES",
-                "a positive number of bytes",
-                positive,
-            )?
-            .unwrap_or(defaults.max_inflight_bytes),
-            busy_wait: setting(
-                &lookup,
-                "SORTD_BUSY_WAIT_SECS",
-                "a whole number of seconds",
-                |text| text.parse().ok().map(Duration::from_secs),
-            )?
-            .unwrap_or(defaults.busy_wait),
-            idle_timeout: setting(
-                &lookup,
-                "SORTD_IDLE_SECS",
-                "a positive whole number of seconds",
-                seconds,
-            )?
-            .unwrap_or(defaults.idle_timeout),
-            request_timeout: setting(
-                &lookup,
-                "SORTD_TIMEOUT_SECS",
-                "a positive whole number of seconds",
-                seconds,
-            )?
-            .unwrap_or(defaults.request_timeout),
-        }
-        .checked()
     }
 
     /// Settings that are each fine but wrong together.
@@ -334,5 +322,34 @@ mod tests {
             ("SORTD_MAX_INFLIGHT_BYTES", "2048"),
         ]);
         assert_eq!(fits.unwrap().max_inflight_bytes, 2048);
+    }
+
+    /// The seconds of `name`'s first `name VALUEs` (nginx) or `name: VALUEs`
+    /// (YAML) in `text`.
+    fn seconds_of(text: &str, name: &str) -> u64 {
+        let at = text
+            .find(&format!("{name} "))
+            .or_else(|| text.find(&format!("{name}: ")));
+        let rest = &text[at.unwrap_or_else(|| panic!("{name} not found")) + name.len() + 1..];
+        let value = rest
+            .trim_start_matches([' ', ':'])
+            .split(['s', ';', '\n'])
+            .next()
+            .unwrap();
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value:?} is not seconds"))
+    }
+
+    /// The defaults' comments name the timeouts they are set against, which
+    /// the package's nginx site and the lb role own: these relations hold.
+    #[test]
+    fn the_timeouts_fit_the_ones_of_nginx_in_front() {
+        let site = include_str!("../debian/nginx-site.in");
+        let lb = include_str!("../ansible/roles/lb/defaults/main.yaml");
+        let defaults = Config::default();
+        assert!(defaults.busy_wait.as_secs() < seconds_of(lb, "lb_read_timeout"));
+        assert!(defaults.idle_timeout.as_secs() > seconds_of(site, "keepalive_timeout"));
+        assert!(defaults.request_timeout.as_secs() < seconds_of(site, "proxy_read_timeout"));
     }
 }
