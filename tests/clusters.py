@@ -24,6 +24,9 @@ from testlab.hosts import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 SORT_BODY = b'{"x1":"[5,3,9]","x2":"4"}'
 SORTED = '{"sorted_list":[3,4,5,9]}'
+# Where the deployment keeps its state on each node (history, releases,
+# lock): sortd_state_dir, which ansible/group_vars/all.yaml owns.
+STATE_DIR = re.search(r"^sortd_state_dir: (\S+)$", (ROOT / "ansible/group_vars/all.yaml").read_text(), re.M).group(1)
 # scripts/run-tests runs two streams of suites side by side; the second
 # shifts every port its clusters forward on 127.0.0.1 by this much, so that
 # both can own "8080" (the default cluster's load balancer) at once.
@@ -257,7 +260,7 @@ def served(lab, node: str) -> int:
 def history(lab, node: str) -> list[dict]:
     """The node's deployment history: one entry per deployment, rollback and
     canary judgement."""
-    lines = lab.hosts[node].run(["cat", "/var/lib/sortd-deploy/history.jsonl"]).stdout.splitlines()
+    lines = lab.hosts[node].run(["cat", f"{STATE_DIR}/history.jsonl"]).stdout.splitlines()
     return [json.loads(line) for line in lines]
 
 

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (LB_PORT, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, cluster_up, finish, forwarded, history,
+from clusters import (LB_PORT, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, STATE_DIR, cluster_up, finish, forwarded, history,
                       http_status, metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release,
                       start_playbook, under_load, version_of)
 from test_page import check_page_sorts
@@ -93,7 +93,7 @@ def ssh_answers(lab, source: str | None, address: str) -> bool:
 
 # The deploy lock, on lb-01 (the first node by name): the directory a run
 # makes to take it.
-LOCK = "/var/lib/sortd-deploy/lock"
+LOCK = f"{STATE_DIR}/lock"
 
 
 def lock_held(lab) -> bool:
@@ -537,7 +537,7 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", "-e", "web_keep_releases=1")
     measure(f"TLS turned on, and a rollback to a named version kept on the nodes, rolling: {took:.1f}s")
     assert [version_on(lab, node) for node in WEB] == [old] * 3
-    kept = lab.hosts["web-01"].sh("ls /var/lib/sortd-deploy/releases").split()
+    kept = lab.hosts["web-01"].sh(f"ls {STATE_DIR}/releases").split()
     assert kept == [debs[0].name], kept
     # A version no node keeps: the play stops before touching any, and says
     # which versions there are.

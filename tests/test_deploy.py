@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import LB_PORT, ROOT, SORTED, cluster_up, playbook, recap, served, sort_at, version_of
+from clusters import LB_PORT, ROOT, SORTED, STATE_DIR, cluster_up, playbook, recap, served, sort_at, version_of
 from test_package import check_unit_files, nothing_left
 from testlab.hosts import DEFAULT_SUITE
 
@@ -137,7 +137,7 @@ def test_a_cluster_of_mixed_suites_and_architectures_converges_and_serves_throug
         arm64 = lab.hosts["web-03"]
         check_unit_files(arm64, "bookworm arm64 (deployed)")
         arm64.run(["apt-get", "purge", "-y", "-q", "sortd"])
-        deployments = ("/var/lib/sortd-deploy", "/etc/nginx/conf.d/sortd-")
+        deployments = (STATE_DIR, "/etc/nginx/conf.d/sortd-")
         left = [line for line in nothing_left(arm64).splitlines() if not line.startswith(deployments)]
         assert left == [], left
         assert arm64.run(["systemctl", "is-active", "nginx"]).stdout.strip() == "active"

@@ -340,8 +340,10 @@ def test_a_canary_that_does_not_come_up_is_rolled_back_and_the_shares_evened(mon
 
 def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
     """sortd's /metrics with `ok` 200s, `errors` 503s, and the histogram of
-    `latencies` ({seconds: count}) in sortd's buckets."""
-    bounds = [0.000005 * 2**i for i in range(22)] + [float("inf")]
+    `latencies` ({seconds: count}) in sortd's buckets (src/metrics.rs's)."""
+    start, factor, count = re.search(r"exponential_buckets\(([\d.]+), ([\d.]+), (\d+)\)",
+                                     (ROOT / "src" / "metrics.rs").read_text()).groups()
+    bounds = [float(start) * float(factor)**i for i in range(int(count))] + [float("inf")]
     lines = [f'sortd_http_requests_total{{route="/",method="POST",status="200"}} {ok}',
              f'sortd_http_requests_total{{route="/",method="POST",status="503"}} {errors}',
              f'sortd_http_requests_total{{route="/healthz",method="GET",status="503"}} {errors * 100}']

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import testlab.load
-from clusters import LOAD_RATE, METRICS_SPELLINGS, metrics_leaks, version_of
+from clusters import LOAD_RATE, METRICS_SPELLINGS, STATE_DIR, metrics_leaks, version_of
 from test_readme import check_api_examples
 from testlab import Forward, HostSpec, Lab, free_port
 from testlab.hosts import NATIVE_ARCH, SUITES, wait_until
@@ -301,6 +301,30 @@ echo "$kills $span $(elapsed_ms)"
     assert host.spec.emulated or span_ms <= 50000, span_ms
     assert states == ["active", "active"]
     assert recovered_ms <= recovery_ms
+
+
+@pytest.mark.quick
+def test_every_answer_nginx_writes_itself_has_sortds_error_shape():
+    # nginx's own answers (the package's site, the load balancer's) are
+    # copies of the API's one error shape, which src/error.rs owns: each
+    # `return CODE '{...}'` is {"error": {"status": CODE, "code", "message"}},
+    # nothing more, nothing less (key and position are for a value's errors).
+    root = Path(__file__).resolve().parent.parent
+    sites = [root / "debian/nginx-site.in", *sorted((root / "ansible/roles/lb/templates").glob("*.j2"))]
+    answers = [(site.name, int(code), body) for site in sites
+               for code, body in re.findall(r"return (\d{3}) '(\{.*\})\\n';", site.read_text())]
+    assert len(answers) >= 5, answers  # 413 and 503 in the site; 413, 429 and 503 on the balancer
+    for site, code, body in answers:
+        error = json.loads(body)["error"]
+        assert set(json.loads(body)) == {"error"} and set(error) == {"status", "code", "message"}, (site, body)
+        assert error["status"] == code and re.fullmatch(r"[a-z]+(_[a-z]+)*", error["code"]), (site, body)
+
+
+@pytest.mark.quick
+def test_a_purge_removes_the_deployments_state_where_the_roles_keep_it():
+    # debian/postrm cannot read group_vars: its copy of the path must be theirs.
+    postrm = (Path(__file__).resolve().parent.parent / "debian/postrm").read_text()
+    assert f"        rm -rf {STATE_DIR}\n" in postrm, STATE_DIR
 
 
 def test_while_sortd_is_down_nginx_answers_503_in_sortds_error_shape(host, full):
