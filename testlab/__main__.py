@@ -4,7 +4,7 @@ import argparse
 import os
 from pathlib import Path
 
-from . import cluster, hosts, vagrant
+from . import cluster, hosts, vagrant, vm
 
 
 def main() -> None:
@@ -16,7 +16,9 @@ def main() -> None:
     sub.add_parser("cluster-status", help="the nodes of the running cluster lab, one line each")
     down = sub.add_parser("down", help="remove a lab and everything it started (default: the cluster lab)")
     down.add_argument("lab", nargs="?", default=cluster.CLUSTER_LAB)
-    sub.add_parser("rootfs", help="build the cached root filesystem of the test hosts")
+    roots = sub.add_parser("rootfs", help="build the cached root filesystem of the test hosts")
+    roots.add_argument("--emulated", action="store_true",
+                       help="those of the emulated (VM) hosts instead: each suite's, for each architecture")
     sub.add_parser("box", help="build (once) and add the libvirt box of the Vagrant lab; print its name")
     proxy = sub.add_parser("apt-proxy", help="start the labs' apt-cacher-ng in the background, unless one "
                                              "runs; print its PID (the caller stops it)")
@@ -38,6 +40,10 @@ def main() -> None:
     elif args.command == "apt-proxy":
         pid = hosts.start_apt_proxy(args.log_file)
         print(pid or "")
+    elif args.command == "rootfs" and args.emulated:
+        for arch in vm.MACHINES:
+            for suite in hosts.SUITES:
+                print(hosts.rootfs(suite, arch), flush=True)
     elif args.command == "rootfs":
         print(hosts.rootfs())
     else:
