@@ -352,4 +352,67 @@ mod tests {
         assert!(defaults.idle_timeout.as_secs() > seconds_of(site, "keepalive_timeout"));
         assert!(defaults.request_timeout.as_secs() < seconds_of(site, "proxy_read_timeout"));
     }
+
+    /// `--help`: each variable at column 2, its meaning and "(default X)"
+    /// from column 24 (a variable too long for its column alone on its
+    /// line), filled within 80 columns, no word lost or split.
+    #[test]
+    fn the_help_fills_each_meaning_beside_its_variable_within_80_columns() {
+        let help = Config::environment_help();
+        let mut entries: Vec<(String, String)> = Vec::new();
+        let mut previous = "";
+        for line in help.lines() {
+            assert!(line.len() <= 80, "{line}");
+            let text = if line.starts_with(&" ".repeat(24)) {
+                // The line's first word, or its whole "(default X)".
+                let trimmed = line.trim();
+                let first = match trimmed.strip_prefix("(default ") {
+                    Some(rest) => {
+                        &trimmed[..trimmed.len() - rest.len() + rest.find(')').unwrap() + 1]
+                    }
+                    None => trimmed.split(' ').next().unwrap(),
+                };
+                assert!(
+                    previous.len() + 1 + first.len() > 80 || entries.last().unwrap().1.is_empty(),
+                    "{previous}\n{line}"
+                );
+                line.trim()
+            } else {
+                let variable = line.trim_start().split(' ').next().unwrap();
+                assert_eq!(line.find(variable), Some(2), "{line}");
+                entries.push((variable.to_string(), String::new()));
+                match variable.len() {
+                    ..22 => line.get(24..).unwrap_or(""),
+                    _ => line.get(2 + variable.len()..).unwrap(),
+                }
+            };
+            assert!(!text.starts_with(' '), "{line}");
+            let entry = &mut entries.last_mut().unwrap().1;
+            if !entry.is_empty() && !text.is_empty() {
+                entry.push(' ');
+            }
+            entry.push_str(text);
+            previous = line;
+        }
+        let settings: Vec<(String, String)> = Config::default()
+            .variables()
+            .into_iter()
+            .map(|(variable, meaning, default)| {
+                (
+                    variable.to_string(),
+                    format!("{meaning} (default {default})"),
+                )
+            })
+            .collect();
+        assert_eq!(entries[..settings.len()], settings[..], "{help}");
+        let others: Vec<&str> = entries[settings.len()..]
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect();
+        assert_eq!(others, ["RUST_LOG", "LISTEN_FDS"], "{help}");
+        assert!(
+            help.lines().all(|line| !line.ends_with("(default")),
+            "{help}"
+        );
+    }
 }
