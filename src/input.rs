@@ -569,11 +569,7 @@ impl Scanner<'_> {
     /// Reads one number: `[+-]? (digits ('.' digits?)? | '.' digits) ([eE] [+-]? digits)?`.
     fn number(&mut self) -> Result<Number, Fail> {
         let start = self.pos;
-        let negative = match self.peek() {
-            Some(b'-') => true,
-            Some(b'+') => false,
-            _ => false,
-        };
+        let negative = self.peek() == Some(b'-');
         if matches!(self.peek(), Some(b'-' | b'+')) {
             self.pos += 1;
         }
@@ -716,5 +712,16 @@ mod tests {
             let error = parse_body(body.as_bytes(), 3).unwrap_err();
             assert_eq!(error, InputError::TooManyKeys { limit: 3 }, "{body}");
         }
+    }
+
+    #[test]
+    fn distinct_keys_whose_hashes_collide_keep_their_own_values() {
+        // Keys are grouped by the top 32 bits of a random hash: among
+        // 300,000 distinct keys about 10 pairs share them (n^2 / 2^33), and
+        // each key of such a pair must keep its own value.
+        let keys = 300_000;
+        let entries: Vec<String> = (0..keys).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        let body = format!("{{{}}}", entries.join(","));
+        assert_eq!(parse_body(body.as_bytes(), keys).unwrap().len(), keys);
     }
 }

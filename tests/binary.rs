@@ -120,6 +120,8 @@ impl Server {
                 "sortd exited before listening"
             );
             if let Some((_, rest)) = line.split_once("listening on http://") {
+                // Started without systemd: it says where its socket came from.
+                assert!(rest.trim_end().ends_with("(SORTD_LISTEN)"), "{line}");
                 server.addr = rest.split_whitespace().next().unwrap().to_owned();
                 return server;
             }
