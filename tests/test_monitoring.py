@@ -338,16 +338,24 @@ def test_a_canary_that_does_not_come_up_is_rolled_back_and_the_shares_evened(mon
     assert_only_the_canary_failed(load)
 
 
-def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
-    """sortd's /metrics with `ok` 200s, `errors` 503s, and the histogram of
-    `latencies` ({seconds: count}) in sortd's buckets (src/metrics.rs's)."""
+def sortd_buckets() -> list[float]:
+    """The upper bounds of sortd's latency histogram, as src/metrics.rs's
+    exponential_buckets(start, factor, count) makes them, then +Inf."""
     start, factor, count = re.search(r"exponential_buckets\(([\d.]+), ([\d.]+), (\d+)\)",
                                      (ROOT / "src" / "metrics.rs").read_text()).groups()
-    bounds = [float(start) * float(factor)**i for i in range(int(count))] + [float("inf")]
+    return [float(start) * float(factor)**i for i in range(int(count))] + [float("inf")]
+
+
+BUCKETS = sortd_buckets()
+
+
+def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
+    """sortd's /metrics with `ok` 200s, `errors` 503s, and the histogram of
+    `latencies` ({seconds: count}) in sortd's buckets."""
     lines = [f'sortd_http_requests_total{{route="/",method="POST",status="200"}} {ok}',
              f'sortd_http_requests_total{{route="/",method="POST",status="503"}} {errors}',
              f'sortd_http_requests_total{{route="/healthz",method="GET",status="503"}} {errors * 100}']
-    for bound in bounds:
+    for bound in BUCKETS:
         count = sum(n for seconds, n in latencies.items() if seconds <= bound)
         le = "+Inf" if bound == float("inf") else repr(bound)
         lines.append(f'sortd_http_request_duration_seconds_bucket{{le="{le}",route="/"}} {count}')

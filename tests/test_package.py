@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import testlab.load
-from clusters import LOAD_RATE, METRICS_SPELLINGS, STATE_DIR, metrics_leaks, version_of
+from clusters import LOAD_RATE, METRICS_SPELLINGS, ROOT, STATE_DIR, metrics_leaks, version_of
 from test_readme import check_api_examples
 from testlab import Forward, HostSpec, Lab, free_port
 from testlab.hosts import NATIVE_ARCH, SUITES, wait_until
@@ -309,8 +309,7 @@ def test_every_answer_nginx_writes_itself_has_sortds_error_shape():
     # copies of the API's one error shape, which src/error.rs owns: each
     # `return CODE '{...}'` is {"error": {"status": CODE, "code", "message"}},
     # nothing more, nothing less (key and position are for a value's errors).
-    root = Path(__file__).resolve().parent.parent
-    sites = [root / "debian/nginx-site.in", *sorted((root / "ansible/roles/lb/templates").glob("*.j2"))]
+    sites = [ROOT / "debian/nginx-site.in", *sorted((ROOT / "ansible/roles/lb/templates").glob("*.j2"))]
     answers = [(site.name, int(code), body) for site in sites
                for code, body in re.findall(r"return (\d{3}) '(\{.*\})\\n';", site.read_text())]
     assert len(answers) >= 5, answers  # 413 and 503 in the site; 413, 429 and 503 on the balancer
@@ -323,7 +322,7 @@ def test_every_answer_nginx_writes_itself_has_sortds_error_shape():
 @pytest.mark.quick
 def test_a_purge_removes_the_deployments_state_where_the_roles_keep_it():
     # debian/postrm cannot read group_vars: its copy of the path must be theirs.
-    postrm = (Path(__file__).resolve().parent.parent / "debian/postrm").read_text()
+    postrm = (ROOT / "debian/postrm").read_text()
     assert f"        rm -rf {STATE_DIR}\n" in postrm, STATE_DIR
 
 
