@@ -21,8 +21,6 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::error::ApiError;
-
 /// Permits are KiB: tokio counts permits in `u32`.
 const UNIT: u64 = 1024;
 
@@ -36,6 +34,10 @@ const LARGE: u64 = 1024 * 1024;
 /// How many idle periods after a large request still give memory back:
 /// longer than a connection stays open idle (`SORTD_IDLE_SECS`, 10 s).
 pub const TRIM_ROUNDS: u32 = 15;
+
+/// The budget stayed spent until the reservation's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent;
 
 /// The bytes all requests in flight may hold together.
 #[derive(Debug)]
@@ -119,9 +121,9 @@ impl Drop for Reservation {
 
 impl Reservation {
     /// Makes the reservation cover `bytes` in all (nothing while that is a
-    /// small body), waiting for the budget until the deadline;
-    /// `ApiError::Busy` past it.
-    pub async fn cover(&mut self, bytes: u64) -> Result<(), ApiError> {
+    /// small body), waiting for the budget until the deadline; [`Spent`]
+    /// past it.
+    pub async fn cover(&mut self, bytes: u64) -> Result<(), Spent> {
         if bytes <= SMALL_BODY_BYTES {
             return Ok(());
         }
@@ -130,12 +132,12 @@ impl Reservation {
         if wanted <= held {
             return Ok(());
         }
-        let more = u32::try_from(wanted - held).map_err(|_| ApiError::Busy)?;
+        let more = u32::try_from(wanted - held).map_err(|_| Spent)?;
         let acquire = Arc::clone(&self.semaphore).acquire_many_owned(more);
         let permit = match tokio::time::timeout_at(self.deadline, acquire).await {
             Ok(Ok(permit)) => permit,
             // Timed out, or the semaphore was closed (it never is).
-            _ => return Err(ApiError::Busy),
+            _ => return Err(Spent),
         };
         match &mut self.permit {
             Some(held) => held.merge(permit),
@@ -158,7 +160,7 @@ mod tests {
         let mut first = budget.reservation();
         first.cover(8 * BIG).await.unwrap();
         let mut second = budget.reservation();
-        assert!(matches!(second.cover(4 * BIG).await, Err(ApiError::Busy)));
+        assert!(matches!(second.cover(4 * BIG).await, Err(Spent)));
         // Small bodies need no budget.
         budget.reservation().cover(SMALL_BODY_BYTES).await.unwrap();
         // Once the first is done, the budget is there again.
@@ -175,7 +177,7 @@ mod tests {
         all.cover(10 * BIG).await.unwrap();
         budget.reservation().cover(64 * 1024).await.unwrap();
         let past = budget.reservation().cover(64 * 1024 + 1).await;
-        assert!(matches!(past, Err(ApiError::Busy)));
+        assert!(matches!(past, Err(Spent)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -239,6 +241,6 @@ mod tests {
             growing.cover(bytes).await.unwrap();
         }
         let past = growing.cover(4 * BIG + 1).await;
-        assert!(matches!(past, Err(ApiError::Busy)));
+        assert!(matches!(past, Err(Spent)));
     }
 }

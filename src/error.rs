@@ -1,4 +1,7 @@
-//! The one error shape of the API and the one place every rejection becomes it.
+//! The one error shape of the API, and the one route by which every error
+//! reaches the client: handlers and routes give an [`Answer`], rejections
+//! become one in [`recover`], and [`respond`] alone turns an error into its
+//! response.
 //!
 //! Every error answer is
 //! `{"error": {"status": 400, "code": "invalid_value", "message": "...", "key": "x1", "position": 4}}`
@@ -12,8 +15,12 @@ use warp::reject::Reject;
 use warp::reply::Response;
 use warp::Rejection;
 
+use crate::budget::Spent;
 use crate::input::InputError;
-use crate::reply::json_response;
+use crate::reply::{bytes_response, JSON};
+
+/// What a handler or route answers: its response, or the error to answer.
+pub type Answer = Result<Response, ApiError>;
 
 /// Everything the API refuses, as the client should hear it.
 #[derive(Debug, Clone)]
@@ -38,6 +45,9 @@ pub enum ApiError {
     Timeout {
         seconds: u64,
     },
+    /// The client closed its connection before the answer, and the work was
+    /// stopped: nobody reads this answer, but the access log and metrics do.
+    ClientGone,
     Internal,
 }
 
@@ -51,6 +61,22 @@ impl From<InputError> for ApiError {
         ApiError::Input(error)
     }
 }
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        log::error!("could not serialise an answer: {error}");
+        ApiError::Internal
+    }
+}
+
+impl From<Spent> for ApiError {
+    fn from(_: Spent) -> Self {
+        ApiError::Busy
+    }
+}
+
+/// nginx's status for a request whose client closed the connection first.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -80,6 +106,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Busy | ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ClientGone => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +130,7 @@ impl ApiError {
             ApiError::Busy => "busy",
             ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::Timeout { .. } => "timeout",
+            ApiError::ClientGone => "client_closed_request",
             ApiError::Internal => "internal_error",
         }
     }
@@ -130,11 +160,12 @@ impl ApiError {
             ApiError::Timeout { seconds } => {
                 format!("the request took longer than {seconds} s and was stopped; retry in {RETRY_AFTER_SECS} s")
             }
+            ApiError::ClientGone => "the client closed the connection before the answer".to_owned(),
             ApiError::Internal => "internal error; it has been logged".to_owned(),
         }
     }
 
-    pub fn into_response(self) -> Response {
+    fn into_response(self) -> Response {
         let (key, position) = match &self {
             ApiError::Input(InputError::InvalidValue { key, position, .. }) => {
                 (key.as_deref(), Some(*position))
@@ -150,7 +181,9 @@ impl ApiError {
                 position,
             },
         };
-        let mut response = json_response(self.status(), &body);
+        // Strings and integers only: serialising them cannot fail.
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = bytes_response(self.status(), JSON, body);
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 response
@@ -169,9 +202,15 @@ impl ApiError {
     }
 }
 
-/// Turns any rejection into the error shape. Rejections nobody planned for
-/// are logged at error level and answered 500, so they get noticed.
-pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+/// The response to an answer: the one place an error becomes its response.
+pub fn respond(answer: Answer) -> Response {
+    answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// Turns a rejection (no route took the request) into the error to answer.
+/// Rejections nobody planned for are logged at error level and answered
+/// 500, so they get noticed.
+pub async fn recover(rejection: Rejection) -> Result<Answer, Infallible> {
     let error = if let Some(error) = rejection.find::<ApiError>() {
         error.clone()
     } else if rejection.is_not_found() {
@@ -182,5 +221,5 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         log::error!("unhandled rejection: {rejection:?}");
         ApiError::Internal
     };
-    Ok(error.into_response())
+    Ok(Err(error))
 }

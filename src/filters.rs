@@ -1,29 +1,36 @@
 //! Routes: which request goes to which handler, and the telemetry around
 //! every request. Each path answers its own methods and a 405 with `Allow`
-//! for the rest; unknown paths fall through to the one `recover`.
+//! for the rest; unknown paths fall through to `recover`. Every route gives
+//! an [`Answer`], and [`error::respond`] alone makes it a response.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use warp::http::HeaderMap;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::error::{self, ApiError};
+use crate::error::{self, Answer, ApiError};
 use crate::handlers::{self, State};
 use crate::metrics::RequestInfo;
-use crate::startup::Peer;
+
+/// The TCP peer of a request, as a request extension that the server puts
+/// in (for the access log); a unix socket's peer has no address.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
 
 /// The whole application: every route, errors, metrics and access log.
 pub fn app(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let metrics = Arc::clone(&state.metrics);
-    let api = root(Arc::clone(&state))
-        .or(healthz())
+    let api = root_route(Arc::clone(&state))
+        .or(healthz_route())
         .unify()
         .or(metrics_route(state))
         .unify()
         .recover(error::recover)
-        .unify();
+        .unify()
+        .map(error::respond);
     warp::any()
         .map(move || metrics.start())
         .and(warp::method())
@@ -68,7 +75,7 @@ fn with_state(
 }
 
 /// `/`: POST sorts, GET explains.
-fn root(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn root_route(state: Arc<State>) -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
     // POST / with a JSON body (any Content-Type: `curl -d` sends a form type).
     let sort = warp::post()
         .and(with_state(Arc::clone(&state)))
@@ -80,7 +87,7 @@ fn root(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Rejecti
         )
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .and_then(handlers::sort);
+        .then(handlers::sort);
     // GET / answers a usage document.
     let usage = warp::get()
         .and(with_state(state))
@@ -94,19 +101,17 @@ fn root(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Rejecti
 }
 
 /// `GET /healthz`.
-fn healthz() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn healthz_route() -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
     warp::path!("healthz").and(
         warp::get()
-            .map(handlers::health)
+            .map(handlers::healthz)
             .or(method_not_allowed("GET"))
             .unify(),
     )
 }
 
 /// `GET /metrics`.
-fn metrics_route(
-    state: Arc<State>,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn metrics_route(state: Arc<State>) -> impl Filter<Extract = (Answer,), Error = Rejection> + Clone {
     warp::path!("metrics").and(
         warp::get()
             .and(with_state(state))
@@ -119,6 +124,6 @@ fn metrics_route(
 /// Any other method on a known path: 405 with the allowed ones.
 fn method_not_allowed(
     allow: &'static str,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    warp::any().map(move || ApiError::MethodNotAllowed { allow }.into_response())
+) -> impl Filter<Extract = (Answer,), Error = Infallible> + Clone {
+    warp::any().map(move || Err(ApiError::MethodNotAllowed { allow }))
 }

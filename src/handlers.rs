@@ -1,7 +1,6 @@
-//! Request handlers: one async function per route, answering a `Response`.
-//!
-//! Handlers answer request errors themselves (through [`ApiError`]'s one
-//! shape) instead of rejecting: a rejection would make warp try the other
+//! Request handlers: one function per route, giving an [`Answer`]: the
+//! response, or the [`ApiError`] that `error::respond` answers. Errors are
+//! answered, never rejected: a rejection would make warp try the other
 //! routes and fold this error into theirs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +12,10 @@ use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use tokio::time::Instant;
 use warp::http::StatusCode;
-use warp::reply::Response;
 
 use crate::budget::{Budget, Reservation, SMALL_BODY_BYTES};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{Answer, ApiError};
 use crate::input::parse_body;
 use crate::metrics::Metrics;
 use crate::reply::{bytes_response, json_response, JSON};
@@ -48,41 +46,45 @@ struct SortParams {
     order: Order,
 }
 
-/// Whether a request's work should go on: not once its deadline has passed,
-/// nor once its handler was dropped (hyper drops it when the client's
-/// connection closes), since no one would read the answer. The blocking
-/// work looks between its steps (parse, sort, write), so what is wasted is
-/// at most one step.
+/// A request's work, which stops once its deadline has passed or once its
+/// handler was dropped (hyper drops it when the client's connection closes:
+/// no one would read the answer). The blocking work checks between its steps
+/// (parse, sort, write), so what is wasted is at most one step.
 #[derive(Clone)]
 struct Work {
     deadline: Instant,
     seconds: u64,
-    dropped: Arc<AtomicBool>,
+    abandoned: Arc<AtomicBool>,
 }
 
-/// Held by the handler; marks its `Work` dropped when the handler ends.
-struct HandlerAlive(Arc<AtomicBool>);
+/// Held by the handler: when the handler ends, dropping this marks its
+/// `Work` abandoned.
+struct AbandonOnDrop(Arc<AtomicBool>);
 
-impl Drop for HandlerAlive {
+impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
 
 impl Work {
-    fn new(timeout: Duration) -> (Self, HandlerAlive) {
-        let dropped = Arc::new(AtomicBool::new(false));
+    fn new(timeout: Duration) -> (Self, AbandonOnDrop) {
+        let abandoned = Arc::new(AtomicBool::new(false));
         let work = Work {
             deadline: Instant::now() + timeout,
             seconds: timeout.as_secs(),
-            dropped: Arc::clone(&dropped),
+            abandoned: Arc::clone(&abandoned),
         };
-        (work, HandlerAlive(dropped))
+        (work, AbandonOnDrop(abandoned))
     }
 
-    /// `Err(Timeout)` once the work should stop.
-    fn go_on(&self) -> Result<(), ApiError> {
-        if self.dropped.load(Ordering::Relaxed) || Instant::now() >= self.deadline {
+    /// Whether the work may go on: `ClientGone` once it was abandoned,
+    /// `Timeout` once its deadline has passed.
+    fn check(&self) -> Result<(), ApiError> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Err(ApiError::ClientGone);
+        }
+        if Instant::now() >= self.deadline {
             return Err(ApiError::Timeout {
                 seconds: self.seconds,
             });
@@ -97,54 +99,52 @@ pub async fn sort<S, B>(
     query: Option<String>,
     content_length: Option<u64>,
     body: S,
-) -> Result<Response, std::convert::Infallible>
+) -> Answer
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,
     B: Buf + Send,
 {
-    let result = async {
-        let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|error| ApiError::BadQuery(error.to_string()))?;
-        let timeout = state.config.request_timeout;
-        let (work, _alive) = Work::new(timeout);
-        // Held until the answer is made: the body, its numbers and the JSON.
-        let mut reservation = state.budget.reservation();
-        let reading = read_body(
-            body,
-            content_length,
-            state.config.max_body_bytes,
-            &mut reservation,
-        );
-        let body = tokio::time::timeout_at(work.deadline, reading)
-            .await
-            .map_err(|_| ApiError::BodyTimeout {
-                seconds: timeout.as_secs(),
-            })??;
-        let max_numbers = state.config.max_numbers;
-        let blocking = body.len() > BLOCKING_THRESHOLD;
-        let metrics = Arc::clone(&state.metrics);
-        let observed = move || {
-            let stopped = |error: &ApiError| matches!(error, ApiError::Timeout { .. });
-            metrics.observe_sort(
-                || sort_body(body, max_numbers, params.order, &work),
-                stopped,
-            )
-        };
-        let (count, json) = if blocking {
-            tokio::task::spawn_blocking(observed)
-                .await
-                .map_err(|error| {
-                    log::error!("sort task failed: {error}");
-                    ApiError::Internal
-                })??
-        } else {
-            observed()?
-        };
-        state.metrics.add_sorted(count);
-        drop(reservation);
-        Ok::<_, ApiError>(bytes_response(StatusCode::OK, JSON, json))
+    let params: SortParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|error| ApiError::BadQuery(error.to_string()))?;
+    let timeout = state.config.request_timeout;
+    let (work, _abandon_on_drop) = Work::new(timeout);
+    // Held until the answer is made: the body, its numbers and the JSON.
+    let mut reservation = state.budget.reservation();
+    let reading = read_body(
+        body,
+        content_length,
+        state.config.max_body_bytes,
+        &mut reservation,
+    );
+    let body = tokio::time::timeout_at(work.deadline, reading)
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            seconds: timeout.as_secs(),
+        })??;
+    let max_numbers = state.config.max_numbers;
+    let blocking = body.len() > BLOCKING_THRESHOLD;
+    let metrics = Arc::clone(&state.metrics);
+    let observed = move || {
+        let stopped =
+            |error: &ApiError| matches!(error, ApiError::Timeout { .. } | ApiError::ClientGone);
+        metrics.observe_sort(
+            || sort_body(body, max_numbers, params.order, &work),
+            stopped,
+        )
     };
-    Ok(result.await.unwrap_or_else(ApiError::into_response))
+    let (count, json) = if blocking {
+        tokio::task::spawn_blocking(observed)
+            .await
+            .map_err(|error| {
+                log::error!("sort task failed: {error}");
+                ApiError::Internal
+            })??
+    } else {
+        observed()?
+    };
+    state.metrics.add_sorted(count);
+    drop(reservation);
+    Ok(bytes_response(StatusCode::OK, JSON, json))
 }
 
 /// Parses, sorts and serialises; returns how many numbers and the JSON.
@@ -157,18 +157,18 @@ fn sort_body(
     order: Order,
     work: &Work,
 ) -> Result<(usize, Vec<u8>), ApiError> {
-    work.go_on()?;
+    work.check()?;
     let mut numbers = parse_body(&body, max_numbers)?;
     let capacity = body.len() + 32;
     drop(body);
-    work.go_on()?;
+    work.check()?;
     numbers.sort(order);
-    work.go_on()?;
+    work.check()?;
     let mut json = Vec::with_capacity(capacity);
     json.extend_from_slice(br#"{"sorted_list":"#);
     numbers.write_json(&mut json);
     json.push(b'}');
-    Ok((numbers.len(), json))
+    Ok((numbers.count(), json))
 }
 
 /// Reads the body into memory, refusing it as soon as it is known to exceed
@@ -192,9 +192,9 @@ where
         drain(body);
         return Err(too_large);
     }
-    if let Err(busy) = reservation.cover(content_length.unwrap_or(0)).await {
+    if let Err(spent) = reservation.cover(content_length.unwrap_or(0)).await {
         drain(body);
-        return Err(busy);
+        return Err(spent.into());
     }
     let mut buffer = BytesMut::with_capacity(content_length.unwrap_or(0) as usize);
     while let Some(chunk) = body.next().await {
@@ -204,9 +204,9 @@ where
             drain(body);
             return Err(too_large);
         }
-        if let Err(busy) = reservation.cover(size).await {
+        if let Err(spent) = reservation.cover(size).await {
             drain(body);
-            return Err(busy);
+            return Err(spent.into());
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -241,7 +241,7 @@ where
 }
 
 /// `GET /`: how to call the API.
-pub fn usage(state: &State) -> Response {
+pub fn usage(state: &State) -> Answer {
     let usage = serde_json::json!({
         "service": "sortd",
         "usage": "POST / with a JSON object whose values are numbers or lists of numbers, as JSON or in strings; the answer is {\"sorted_list\": [...]} in ascending order",
@@ -259,23 +259,26 @@ pub fn usage(state: &State) -> Response {
         "errors": "4xx with {\"error\": {\"status\", \"code\", \"message\", \"key\"?, \"position\"?}}",
         "endpoints": {"GET /healthz": "health", "GET /metrics": "Prometheus metrics"}
     });
-    json_response(StatusCode::OK, &usage)
+    Ok(json_response(StatusCode::OK, &usage)?)
 }
 
 /// `GET /healthz`: for load balancers and deployment checks. Which build
 /// answers is in every answer's `X-Sortd-Version` header, never in a body:
 /// a load balancer in front hides the header from the public.
-pub fn health() -> Response {
-    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+pub fn healthz() -> Answer {
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"status": "ok"}),
+    )?)
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub fn metrics(state: &State) -> Response {
-    bytes_response(
+pub fn metrics(state: &State) -> Answer {
+    Ok(bytes_response(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         state.metrics.encode().into_bytes(),
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -288,7 +291,7 @@ mod tests {
 
     #[test]
     fn work_goes_on_within_its_time_while_its_handler_lives() {
-        let (work, _alive) = Work::new(Duration::from_secs(60));
+        let (work, _abandon_on_drop) = Work::new(Duration::from_secs(60));
         let (count, json) = sort_body(body(), 10, Order::Asc, &work).unwrap();
         assert_eq!(
             (count, json.as_slice()),
@@ -298,10 +301,10 @@ mod tests {
 
     #[test]
     fn work_stops_once_its_handler_is_dropped() {
-        let (work, alive) = Work::new(Duration::from_secs(60));
-        drop(alive);
+        let (work, abandon_on_drop) = Work::new(Duration::from_secs(60));
+        drop(abandon_on_drop);
         let stopped = sort_body(body(), 10, Order::Asc, &work);
-        assert!(matches!(stopped, Err(ApiError::Timeout { .. })));
+        assert!(matches!(stopped, Err(ApiError::ClientGone)));
     }
 
     #[test]
@@ -317,7 +320,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let (work, _alive) = Work::new(Duration::from_secs(60));
+        let (work, _abandon_on_drop) = Work::new(Duration::from_secs(60));
         let (_, json) = sort_body(Bytes::from(text.clone()), 20_000, Order::Asc, &work).unwrap();
         assert!(
             json.len() <= text.len() + 32,
@@ -330,7 +333,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn work_stops_at_its_deadline() {
-        let (work, _alive) = Work::new(Duration::from_secs(2));
+        let (work, _abandon_on_drop) = Work::new(Duration::from_secs(2));
         tokio::time::advance(Duration::from_secs(2)).await;
         let stopped = sort_body(body(), 10, Order::Asc, &work);
         assert!(matches!(stopped, Err(ApiError::Timeout { seconds: 2 })));

@@ -20,7 +20,7 @@ pub mod reply;
 pub mod sort;
 pub mod startup;
 
-/// The version sortd reports (`--version`, `/healthz`, the `X-Sortd-Version`
+/// The version sortd reports (`--version`, every answer's `X-Sortd-Version`
 /// header): the full Debian package version when built by `debian/build`
 /// (which sets `SORTD_VERSION`), so every build can be told apart during a
 /// rolling upgrade; the crate version otherwise.

@@ -43,10 +43,6 @@ pub struct BigInt {
     beyond_approx: Ordering,
 }
 
-/// 2^63 as an `f64`.
-#[cfg(test)]
-const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
-
 /// 2^127 as an `f64`: every float at or beyond this magnitude is an integer
 /// outside the `i128` range.
 const TWO_POW_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
@@ -282,6 +278,9 @@ impl Number {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 2^63 as an `f64`.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
     fn big(text: &str) -> Number {
         let (negative, digits) = match text.strip_prefix('-') {

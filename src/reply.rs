@@ -1,5 +1,5 @@
-//! Building responses: every answer of the API is JSON with a known length,
-//! built here, so the access log and metrics can read its size.
+//! Building responses: every answer of the API has a known length, built
+//! here, so the access log and metrics can read its size.
 
 use serde::Serialize;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -19,19 +19,9 @@ pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Vec<
 }
 
 /// `value` as a JSON response. Serialising our own types cannot fail; if it
-/// ever did, the failure is logged and answered 500 rather than dropped.
-pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => bytes_response(status, JSON, body),
-        Err(error) => {
-            log::error!("could not serialise a response: {error}");
-            bytes_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                JSON,
-                br#"{"error":{"status":500,"code":"internal_error","message":"internal error; it has been logged"}}"#.to_vec(),
-            )
-        }
-    }
+/// ever did, the error becomes an internal error's answer (see `error`).
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> serde_json::Result<Response> {
+    Ok(bytes_response(status, JSON, serde_json::to_vec(value)?))
 }
 
 /// The byte length a response declares, for the access log.

@@ -63,15 +63,12 @@ impl Numbers {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// How many numbers there are.
+    pub fn count(&self) -> usize {
         match &self.values {
             Values::Ints(v) => v.len(),
             Values::Kinds(k) => k.ints.len() + k.wides.len() + k.floats.len() + k.bigs.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Adds an `i64`: the hot path of the scanner.
@@ -88,7 +85,7 @@ impl Numbers {
 
     /// Adds a number, or returns the limit when it is already reached.
     pub fn push(&mut self, number: Number) -> Result<(), usize> {
-        let at = self.len();
+        let at = self.count();
         if at >= self.limit {
             return Err(self.limit);
         }
@@ -254,26 +251,26 @@ impl Numbers {
         }
         out.push(b']');
     }
-
-    /// The numbers as a JSON array.
-    pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(self.len() * 8 + 2);
-        self.write_json(&mut out);
-        // Only ASCII digits, signs, '.', 'e', '[', ']' and ',' were written.
-        String::from_utf8(out).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
-    fn numbers_are_empty_until_one_is_added() {
+    fn numbers_count_what_was_added() {
         let mut numbers = Numbers::with_limit(10);
-        assert!(numbers.is_empty());
+        assert_eq!(numbers.count(), 0);
         numbers.push(Number::Int(1)).unwrap();
-        assert!(!numbers.is_empty());
+        numbers.push(Number::Float(0.5)).unwrap();
+        assert_eq!(numbers.count(), 2);
+    }
+
+    /// The numbers as the JSON array that answers write.
+    pub(crate) fn json(numbers: &Numbers) -> String {
+        let mut out = Vec::new();
+        numbers.write_json(&mut out);
+        String::from_utf8(out).unwrap()
     }
 
     fn sorted(values: Vec<Number>, order: Order) -> String {
@@ -282,7 +279,7 @@ mod tests {
             numbers.push(value).unwrap();
         }
         numbers.sort(order);
-        numbers.to_json()
+        json(&numbers)
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::filters;
+use crate::filters::{self, Peer};
 use crate::handlers::State;
 use crate::metrics::Metrics;
 
@@ -153,11 +153,6 @@ impl Application {
         trimming.abort();
     }
 }
-
-/// The TCP peer of a request, as a request extension (for the access log);
-/// a unix socket's peer has no address.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
 
 /// One accepted connection.
 enum Connection {

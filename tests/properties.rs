@@ -129,7 +129,9 @@ fn sorted_by_sortd(body: &str, order: Order) -> String {
     let mut numbers = parse_body(body.as_bytes(), usize::MAX)
         .unwrap_or_else(|e| panic!("valid body refused: {e}\n{body}"));
     numbers.sort(order);
-    numbers.to_json()
+    let mut json = Vec::new();
+    numbers.write_json(&mut json);
+    String::from_utf8(json).unwrap()
 }
 
 proptest! {

@@ -207,13 +207,17 @@ def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
 # Releases that pass /healthz but are worse, built from a patched copy of the
 # source: one answers every sort wrong (a 0 more), one 5 times slower (it
 # spins: a timer's millisecond would make a 7 µs sort 100 times slower).
-WRONG = {"src/sort.rs": ("        out.push(b']');\n    }\n\n    /// The numbers as a JSON array.",
-                         "        out.extend_from_slice(b\",0]\");\n    }\n\n    /// The numbers as a JSON array.")}
-SLOW = {"src/handlers.rs": ("    Ok(result.await.unwrap_or_else(ApiError::into_response))\n}\n\n/// Parses, sorts",
-                            "    let begun = Instant::now();\n    let answer = result.await.unwrap_or_else(ApiError::into_response);\n"
+WRONG = {"src/sort.rs": ("        out.push(b']');\n    }\n}\n",
+                         "        out.extend_from_slice(b\",0]\");\n    }\n}\n")}
+SLOW = {"src/handlers.rs": ("pub async fn sort<S, B>(",
+                            "pub async fn sort<S, B>(state: Arc<State>, query: Option<String>, content_length: Option<u64>,\n"
+                            "    body: S) -> Answer\nwhere\n"
+                            "    S: Stream<Item = Result<B, warp::Error>> + Unpin + Send + 'static,\n    B: Buf + Send,\n{\n"
+                            "    let begun = Instant::now();\n"
+                            "    let answer = sort_at_full_speed(state, query, content_length, body).await;\n"
                             "    let five_times = begun.elapsed() * 5;\n"
                             "    while begun.elapsed() < five_times {\n        std::hint::spin_loop();\n    }\n"
-                            "    Ok(answer)\n}\n\n/// Parses, sorts")}
+                            "    answer\n}\n\nasync fn sort_at_full_speed<S, B>(")}
 WINDOW = 20
 # How a client sees the LB's old worker close its kept-alive connection.
 RELOAD_RACES = {"RemoteDisconnected", "ConnectionResetError", "BrokenPipeError"}
@@ -361,6 +365,15 @@ def metrics_text(ok: int, errors: int, latencies: dict[float, int]) -> str:
         lines.append(f'sortd_http_request_duration_seconds_bucket{{le="{le}",route="/"}} {count}')
     return "# TYPE sortd_http_requests counter\n# TYPE sortd_http_request_duration_seconds histogram\n" + \
         "\n".join(lines) + "\n# EOF\n"
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("patches", [WRONG, SLOW], ids=["wrong", "slow"])
+def test_the_worse_releases_patches_find_their_text_in_this_tree(patches):
+    """The slow canary test builds these releases only after its cluster is
+    up: a patch whose text the source no longer has is caught here first."""
+    for name, (old, _) in patches.items():
+        assert (ROOT / name).read_text().count(old) == 1, name
 
 
 THRESHOLDS = {"probes": 12, "min_requests": 50, "max_error_ratio_increase": 0.01, "max_p99_ratio": 3.0}
