@@ -236,7 +236,8 @@ def main() -> None:
                                   capture_output=True, text=True).stdout.strip()
         base = build(revision, work)
     defaults = dict(line.split("=", 1) for line in subprocess.run(
-        [str(SORTD), "--defaults"], capture_output=True, text=True, check=True).stdout.splitlines())
+        [str(SORTD), "--defaults"], capture_output=True, text=True, check=True).stdout.splitlines()
+        if line and not line.startswith("#"))
     max_body_bytes = int(defaults["SORTD_MAX_BODY_BYTES"])
     rng = random.Random(20261123)
     processes = Processes()

@@ -61,7 +61,8 @@ settings! {
     max_body_bytes: u64, "SORTD_MAX_BODY_BYTES", "largest request body in bytes, 413 beyond",
         default 16 * 1024 * 1024,
         expected "a positive number of bytes", read positive, write u64::to_string;
-    max_numbers: usize, "SORTD_MAX_NUMBERS", "most numbers in one request, 413 beyond",
+    max_numbers: usize, "SORTD_MAX_NUMBERS",
+        "most numbers in one request, and most keys in its object, 413 beyond",
         default 1_000_000,
         expected "a positive whole number",
         read |text: &str| positive(text).and_then(|n| usize::try_from(n).ok()), write usize::to_string;
@@ -113,15 +114,20 @@ fn seconds(duration: &Duration) -> String {
 }
 
 impl Config {
-    /// The settings as lines of an environment file (`VARIABLE=value`). With
-    /// the defaults, `sortd --defaults` prints them; the package's
-    /// `/etc/default/sortd` and nginx site are made from that output, so each
-    /// default is written here alone.
+    /// The settings as an environment file: each setting's meaning as a
+    /// comment, then `VARIABLE=value`. With the defaults, `sortd --defaults`
+    /// prints it; the package's `/etc/default/sortd`, its man page's
+    /// ENVIRONMENT and its nginx site are made from that output, so each
+    /// setting is described here alone.
     pub fn to_env(&self) -> String {
         self.variables()
             .iter()
-            .map(|(variable, _, value)| format!("{variable}={value}\n"))
-            .collect()
+            .map(|(variable, meaning, value)| {
+                let comment = fill(String::from("#"), "#", meaning.split_whitespace(), 78);
+                format!("{}\n{variable}={value}\n", comment.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The variables, their meaning and default, as `--help` prints them:
@@ -145,7 +151,7 @@ impl Config {
         let indent = " ".repeat(24);
         let mut lines = Vec::new();
         for (variable, meaning, default) in described.chain(others) {
-            let mut line = if variable.len() < 22 {
+            let first = if variable.len() < 22 {
                 format!("  {variable:<22}")
             } else {
                 lines.push(format!("  {variable}"));
@@ -153,19 +159,37 @@ impl Config {
             };
             // "(default ...)" stays whole, on one line.
             let default = default.map(|value| format!("(default {value})"));
-            for word in meaning.split_whitespace().chain(default.as_deref()) {
-                if line.len() > indent.len() && line.len() + 1 + word.len() > 80 {
-                    lines.push(std::mem::replace(&mut line, indent.clone()));
-                }
-                if line.len() > indent.len() {
-                    line.push(' ');
-                }
-                line.push_str(word);
-            }
-            lines.push(line);
+            let words = meaning.split_whitespace().chain(default.as_deref());
+            lines.extend(fill(first, &indent, words, 80));
         }
         lines.join("\n")
     }
+}
+
+/// `words` filled into lines of at most `width` columns (a longer word gets
+/// a line of its own): the first line starts with `first`, the others with
+/// `indent`, each followed by a space and as many words as fit.
+fn fill<'a>(
+    first: String,
+    indent: &str,
+    words: impl Iterator<Item = &'a str>,
+    width: usize,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first;
+    let mut start = line.len();
+    for word in words {
+        if line.len() > start && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::replace(&mut line, indent.to_owned()));
+            start = indent.len();
+        }
+        if line.len() > start || !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
 }
 
 /// A setting that is present but unusable.
@@ -257,6 +281,7 @@ mod tests {
             let read = config(
                 &lines
                     .lines()
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
                     .map(|line| line.split_once('=').unwrap())
                     .collect::<Vec<_>>(),
             )

@@ -48,6 +48,32 @@ fn defaults_print_the_default_settings_as_an_environment_file() {
             .any(|line| line == "SORTD_MAX_BODY_BYTES=16777216"),
         "{text}"
     );
+    // Each setting of --help is there, after its meaning as a comment (the
+    // man page and /etc/default/sortd are made from them), and every line
+    // is a comment, a blank between settings, or an assignment.
+    let help = String::from_utf8_lossy(&run(&["--help"], &[]).stdout).into_owned();
+    let settings: Vec<&str> = help
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.starts_with("SORTD_"))
+        .collect();
+    assert!(settings.len() >= 8, "{help}");
+    let lines: Vec<&str> = text.lines().collect();
+    for variable in settings {
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with(&format!("{variable}=")))
+            .unwrap_or_else(|| panic!("--defaults lacks {variable}: {text}"));
+        assert!(
+            at > 0 && lines[at - 1].starts_with("# "),
+            "{variable} has no meaning above it: {text}"
+        );
+    }
+    assert!(lines.iter().all(|line| line.is_empty()
+        || line.starts_with("# ")
+        || line
+            .split_once('=')
+            .is_some_and(|(name, _)| name.starts_with("SORTD_"))));
     // Whatever the environment says, --defaults prints the built-in ones.
     let overridden = run(&["--defaults"], &[("SORTD_MAX_BODY_BYTES", "1024")]);
     assert_eq!(overridden.stdout, defaults.stdout);
