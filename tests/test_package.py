@@ -305,18 +305,29 @@ echo "$kills $span $(elapsed_ms)"
 
 @pytest.mark.quick
 def test_every_answer_nginx_writes_itself_has_sortds_error_shape():
-    # nginx's own answers (the package's site, the load balancer's) are
-    # copies of the API's one error shape, which src/error.rs owns: each
-    # `return CODE '{...}'` is {"error": {"status": CODE, "code", "message"}},
-    # nothing more, nothing less (key and position are for a value's errors).
-    sites = [ROOT / "debian/nginx-site.in", *sorted((ROOT / "ansible/roles/lb/templates").glob("*.j2"))]
-    answers = [(site.name, int(code), body) for site in sites
-               for code, body in re.findall(r"return (\d{3}) '(\{.*\})\\n';", site.read_text())]
-    assert len(answers) >= 5, answers  # 413 and 503 in the site; 413, 429 and 503 on the balancer
-    for site, code, body in answers:
+    # nginx's own answers are written once, in debian/nginx-errors.conf, in
+    # the API's one error shape, which src/error.rs owns: each `return CODE
+    # '{...}'` is {"error": {"status": CODE, "code", "message"}}, nothing more,
+    # nothing less (key and position are for a value's errors). The package's
+    # site and the load balancer's include it, set the variables it reads,
+    # and write no such answer of their own.
+    errors = ROOT / "debian/nginx-errors.conf"
+    answers = [(int(code), body) for code, body in re.findall(r"return (\d{3}) '(\{.*\})\\n';", errors.read_text())]
+    assert sorted(code for code, _ in answers) == [413, 429, 503], answers
+    for code, body in answers:
         error = json.loads(body)["error"]
-        assert set(json.loads(body)) == {"error"} and set(error) == {"status", "code", "message"}, (site, body)
-        assert error["status"] == code and re.fullmatch(r"[a-z]+(_[a-z]+)*", error["code"]), (site, body)
+        assert set(json.loads(body)) == {"error"} and set(error) == {"status", "code", "message"}, body
+        assert error["status"] == code, body
+    lb = ROOT / "ansible/roles/lb"
+    assert (lb / "files/sortd-errors.conf").resolve() == errors
+    used = set(re.findall(r"\$(sortd_\w+)", errors.read_text()))
+    assert used == {"sortd_request_id", "sortd_body_limit"}, used
+    for site, includer in [(ROOT / "debian/nginx-site.in", ROOT / "debian/nginx-site.in"),
+                           (lb / "templates/sortd-lb.j2", lb / "templates/sortd-lb-proxy.conf.j2")]:
+        assert re.search(r"include /\S+/(nginx|sortd)-errors\.conf;", includer.read_text()), includer
+        assert not re.search(r"return \d{3} '\{", site.read_text() + includer.read_text()), site
+        for variable in used:
+            assert re.search(rf"^map \S+ \${variable} {{", site.read_text(), re.M), (site, variable)
 
 
 @pytest.mark.quick
