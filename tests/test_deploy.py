@@ -50,10 +50,12 @@ def test_default_cluster_deploys_sorts_on_8080_and_converges(debs, arm64_debs, t
               f"second {second:.1f}s (changed=0), --check {checked:.1f}s (changed=0)")
 
         # A broken nginx configuration fails the play at the check, before any
-        # reload, and nginx keeps serving the configuration it has.
+        # reload, and nginx keeps serving the configuration it has. (The
+        # stray metrics file, which a cluster without monitoring must not
+        # have, gives the role an nginx change to make.)
         host = lab.hosts["web-01"]
         host.run(["sh", "-c", "echo 'this is not nginx syntax' > /etc/nginx/conf.d/broken.conf; "
-                              "rm /etc/nginx/sites-enabled/sortd"])
+                              "touch /etc/nginx/conf.d/sortd-metrics.conf"])
         output, _ = playbook(hosts, deb, check=False)
         assert recap(output)["web-01"]["failed"] == 1, output[-4000:]
         assert "RUNNING HANDLER [nginx : Check nginx configuration]" in output, output[-4000:]

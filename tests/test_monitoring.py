@@ -1,5 +1,5 @@
 """Monitoring: the Prometheus rules of a sortd cluster (ansible/roles/
-prometheus/files/sortd-rules.yml), checked and unit-tested (tests/promtool/)
+prometheus/files/sortd-rules.yaml), checked and unit-tested (tests/promtool/)
 with promtool from Debian's prometheus on a test host; and
 examples/cluster-monitoring.json (a load balancer, two web nodes and a
 monitoring node) deployed on test hosts: every target up, the metrics ports
@@ -23,8 +23,8 @@ from testlab import HostSpec, Lab
 from testlab.load import EXPECTED
 from testlab.hosts import wait_until
 
-RULES = "ansible/roles/prometheus/files/sortd-rules.yml"
-TESTS = "tests/promtool/sortd-rules.test.yml"
+RULES = "ansible/roles/prometheus/files/sortd-rules.yaml"
+TESTS = "tests/promtool/sortd-rules.test.yaml"
 
 
 @pytest.fixture(scope="module")
