@@ -32,7 +32,7 @@ pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
 const LARGE: u64 = 1024 * 1024;
 
 /// How many idle periods after a large request still give memory back:
-/// longer than a connection stays open idle (`SORTD_IDLE_SECS`, 10 s).
+/// longer than a connection stays open idle (`SORTD_IDLE_SECS`'s default).
 pub const TRIM_ROUNDS: u32 = 15;
 
 /// The budget stayed spent until the reservation's deadline.
