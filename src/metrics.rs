@@ -76,8 +76,7 @@ impl Default for Metrics {
             );
         }
         let requests = Family::<RequestLabels, Counter>::default();
-        // 5 µs to ~10 s: a tiny sort (~7 µs) to a 16 MiB body on a busy
-        // machine. Fine at the bottom, so that a release 5 times slower on
+        // 5 µs to ~10 s: a tiny sort to a 16 MiB body on a busy machine. Fine at the bottom, so that a release 5 times slower on
         // tiny sorts moves their p99 (a canary is judged on it).
         let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000005, 2.0, 22))

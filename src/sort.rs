@@ -1,18 +1,18 @@
 //! The numbers of one request and how they are sorted.
 //!
 //! Almost every request holds only 64-bit integers; those stay in a plain
-//! `Vec<i64>` and are sorted with `sort_unstable` (ipnsort). On the project's
-//! 2-core machines it beat the radix sorts tried (radsort, voracious_sort,
-//! radsort on range-reduced `u32` keys) at 1e6 integers: 21-29 ms against
-//! 22-51 ms, measured side by side, so no radix sort is used.
+//! `Vec<i64>` and are sorted with `sort_unstable` (ipnsort), which beat the
+//! radix sorts tried (radsort, voracious_sort, radsort on range-reduced
+//! `u32` keys) at 1e6 integers, measured side by side, so no radix sort is
+//! used.
 //!
 //! The first number of any other kind splits the collection by kind
 //! ([`Kinds`]): each kind is sorted on its own, with its numbers' input
-//! positions, and the kinds are merged as the answer is written. Sorting
-//! one `Vec` of 32-byte [`Number`]s with a stable sort cost 116 ms on a
-//! 16 MiB body of 20-digit integers and floats (plain integers: 12 ms);
-//! per kind, the values are compared as machine numbers and moved in 16
-//! bytes (32 for 128-bit integers).
+//! positions, and the kinds are merged as the answer is written: a stable
+//! sort of one `Vec` of 32-byte [`Number`]s was several times slower on
+//! large bodies of mixed kinds, while per kind the values are compared as
+//! machine numbers and moved in 16 bytes (32 for 128-bit integers).
+//! `bench/attack.py` times the mixed bodies against plain integers.
 
 use std::cmp::Ordering;
 
