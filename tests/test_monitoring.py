@@ -89,6 +89,47 @@ PROMETHEUS_USER = "sortd"
 PROMETHEUS_PASSWORD = f"prometheus-{secrets.token_hex(12)}"
 
 
+# Alertmanager's notices go to a webhook receiver on the monitoring node,
+# started by the fixture below; the webhook's URL is a secret of the
+# environment too, as a chat's or a pager's would be. The receiver appends
+# each notice to NOTICES, one JSON per line: when it came (the machine's
+# clock, which every test host shares) and what it said.
+WEBHOOK = f"http://127.0.0.1:5001/alerts-{secrets.token_hex(8)}"
+NOTICES = "/root/notices.jsonl"
+RECEIVER = """
+import http.server, json, time
+class Notice(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        line = json.dumps({"received": time.time(), "notice": json.loads(body)})
+        with open("%s", "a") as notices:
+            notices.write(line + "\\n")
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", 5001), Notice).serve_forever()
+""" % NOTICES
+# Quick notices for the test (the defaults wait 30 s, then 5 min between two).
+ALERTMANAGER = {"alertmanager_group_wait": "5s", "alertmanager_group_interval": "15s"}
+
+
+def notices(lab) -> list[tuple[str, str, str, float]]:
+    """What the webhook received: (status, alert, node, when) of every
+    alert of every notice, in order."""
+    text = lab.hosts["mon-01"].run(["sh", "-c", f"cat {NOTICES} 2>/dev/null || true"]).stdout
+    return [(alert["status"], alert["labels"]["alertname"], alert["labels"].get("instance", ""), entry["received"])
+            for entry in map(json.loads, text.splitlines()) for alert in entry["notice"]["alerts"]]
+
+
+def said(notices: list[tuple[str, str, str, float]]) -> list[tuple[str, str, str]]:
+    return [notice[:3] for notice in notices]
+
+
+# When sortd came back on web-02 after SortdDown, by the machine's clock:
+# its resolved notice is checked later (test_sortd_down_s_resolved_notice_
+# reached_the_webhook), once the canary has run, instead of waited for.
+SORTD_BACK: dict[str, float] = {}
+
+
 def basic_auth(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -106,15 +147,16 @@ def monitored(debs, tmp_path_factory):
     work = tmp_path_factory.mktemp("monitored")
     vault_password = work / "vault-password"
     vault_password.write_text(secrets.token_hex(16))
-    encrypted = subprocess.run(
-        ["ansible-vault", "encrypt_string", "--vault-password-file", str(vault_password),
-         "--stdin-name", "prometheus_web_password"],
-        input=PROMETHEUS_PASSWORD, capture_output=True, text=True, check=True).stdout
+    encrypted = "".join(subprocess.run(
+        ["ansible-vault", "encrypt_string", "--vault-password-file", str(vault_password), "--stdin-name", name],
+        input=value, capture_output=True, text=True, check=True).stdout
+        for name, value in (("prometheus_web_password", PROMETHEUS_PASSWORD), ("alertmanager_webhook_url", WEBHOOK)))
     (work / "secrets.yaml").write_text(encrypted)
     environment = work / "cluster-monitoring.json"
     environment.write_text(json.dumps(dict(json.loads((ROOT / "examples/cluster-monitoring.json").read_text()),
-                                           secrets="secrets.yaml")))
+                                           secrets="secrets.yaml", settings={"monitoring": ALERTMANAGER})))
     with cluster_up(environment, "monitored") as (lab, hosts, booted):
+        lab.hosts["mon-01"].run(["systemd-run", "--unit", "sortd-test-webhook", "python3", "-c", RECEIVER])
         options = ["--vault-password-file", str(vault_password), "-e",
                    json.dumps({"lb_unlimited_clients": [lab.gateway]})]
         output, first = playbook(hosts, debs[0], *options)
@@ -123,10 +165,10 @@ def monitored(debs, tmp_path_factory):
         print(f"monitored cluster: boot {booted:.1f}s, first playbook {first:.1f}s")
         # The secret stays secret: not in the run's output, nor in any
         # node's journal, where each module logs "Invoked with" its arguments.
-        assert PROMETHEUS_PASSWORD not in output
+        assert PROMETHEUS_PASSWORD not in output and WEBHOOK not in output
         for name, node in lab.hosts.items():
             journal = node.run(["journalctl", "--no-pager", "-q", "-o", "cat"]).stdout
-            assert "Invoked with" in journal and PROMETHEUS_PASSWORD not in journal, name
+            assert "Invoked with" in journal and PROMETHEUS_PASSWORD not in journal and WEBHOOK not in journal, name
         yield lab, hosts, options
 
 
@@ -176,19 +218,25 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
     # The metrics port serves the metrics, not the API.
     for path in ("/", "/healthz", "/metrics/../", "/METRICS"):
         assert reaches(lab, "mon-01", "web-01", 9180, path) == "404", path
+    # Alertmanager's page, and its cluster port, are the monitoring node's own.
+    for port in (9093, 9094):
+        assert reaches(lab, "lb-01", "mon-01", port, "/-/ready") == "refused", port
+    assert http_status(lab, "mon-01", "http://127.0.0.1:9093/-/ready") == "200"
     # The public load balancer still refuses /metrics; nginx's status is on its loopback only.
     assert http_status(lab, "lb-01", "http://127.0.0.1/metrics") == "403"
     assert reaches(lab, "mon-01", "lb-01", 8081, "/stub_status") == "refused"
 
 
-def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
+def test_stopping_sortd_fires_sortd_down_and_its_notice_reaches_the_webhook(monitored):
     lab, _, _ = monitored
     web = lab.hosts["web-02"]
 
     def firing() -> set[tuple[str, str]]:
         return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in prometheus_api("/api/v1/alerts")["alerts"]
                 if a["state"] == "firing"}
+    # A fresh monitoring node raised no alert, and sent no notice.
     assert firing() == set()
+    assert notices(lab) == []
     # The socket too: with it, the next scrape would start sortd again.
     web.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
     stopped = time.monotonic()
@@ -196,12 +244,19 @@ def test_stopping_sortd_fires_the_sortd_down_alert(monitored):
         wait_until(lambda: ("SortdDown", "web-02") in firing(), 120, "SortdDown for web-02", interval=1)
         took = time.monotonic() - stopped
         assert firing() == {("SortdDown", "web-02")}
+        wait_until(lambda: notices(lab), 60, "a notice at the webhook", interval=1)
+        noticed = time.monotonic() - stopped
+        assert said(notices(lab)) == [("firing", "SortdDown", "web-02")]
     finally:
         web.run(["systemctl", "start", "sortd.socket"])
-    print(f"SortdDown fired {took:.1f}s after sortd stopped on web-02 (for: 30s, scrape and evaluation every 15s)")
+        SORTD_BACK["web-02"] = time.time()
+    print(f"SortdDown fired {took:.1f}s after sortd stopped on web-02 (for: 30s, scrape and evaluation every 15s); "
+          f"its notice reached the webhook {noticed:.1f}s after the stop")
     # for: 30 s, plus at most one scrape interval to see it down and one
-    # evaluation interval to notice.
+    # evaluation interval to notice; then Prometheus sends it at once, and
+    # Alertmanager within its group_wait.
     assert took <= 30 + 15 + 15 + 5
+    assert noticed <= took + 5 + 10
 
 
 # Releases that pass /healthz but are worse, built from a patched copy of the
@@ -279,6 +334,20 @@ def test_a_good_canary_proceeds(monitored, debs, tmp_path):
     assert_only_the_canary_failed(load)
     # Even shares again.
     assert shares_even(lab)
+
+
+def test_sortd_down_s_resolved_notice_reached_the_webhook(monitored):
+    """sortd back on web-02: the next scrape and evaluation resolve
+    SortdDown, and the group's next notice (group_interval after the first)
+    says so, once."""
+    lab, _, _ = monitored
+    if "web-02" not in SORTD_BACK:
+        pytest.skip("SortdDown's test did not run")
+    down = [notice for notice in notices(lab) if notice[1:3] == ("SortdDown", "web-02")]
+    assert said(down) == [("firing", "SortdDown", "web-02"), ("resolved", "SortdDown", "web-02")], down
+    resolved = down[1][3] - SORTD_BACK["web-02"]
+    print(f"SortdDown's resolved notice reached the webhook {resolved:.1f}s after sortd was started again on web-02")
+    assert resolved <= 15 + 15 + 15 + 10
 
 
 def test_a_wrong_and_slow_canary_is_rolled_back_on_its_own(monitored, debs, tmp_path):
