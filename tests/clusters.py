@@ -63,16 +63,18 @@ def build_foreign_deb(into: Path, arch: str, revision: str) -> Path:
     return _built(into, [str(ROOT / "debian" / "build-cross"), arch], revision, lock="cross")
 
 
-def tree_copy(folder: Path) -> Path:
+def tree_copy(folder: Path, release_build: bool = True) -> Path:
     """A copy of this tree in `folder`, as a clone of it would be: its
-    tracked files as they are now, and its release build, so that a
-    package built there compiles only sortd again. Returns `folder`."""
+    tracked files as they are now, and (unless not wanted) its release
+    build, so that a package built there compiles only sortd again.
+    Returns `folder`."""
     shutil.rmtree(folder, ignore_errors=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for name in filter(None, files.split("\0")):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
-    copy_release_build(folder)
+    if release_build:
+        copy_release_build(folder)
     return folder
 
 

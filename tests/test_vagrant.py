@@ -7,27 +7,30 @@ the playbook changes nothing is tests/test_deploy.py's, without emulation,
 where each task does not cost seconds.)"""
 
 import json
+import shutil
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from clusters import (LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, build_deb, forwarded, recap, sort_at, tree_copy,
-                      version_of)
+from clusters import LB_PORT, PLAIN_ANSIBLE, ROOT, SORTED, forwarded, recap, sort_at, tree_copy, version_of
 from testlab import listening, node_forwards, vagrant_nodes
 from testlab.hosts import CPU_SECONDS
 from testlab.vagrant import VagrantLab, box
 
 
-def test_vagrant_up_provision_destroy_with_libvirt(tmp_path):
+def test_vagrant_up_provision_destroy_with_libvirt(tmp_path, debs):
     timings = {}
     started = time.monotonic()
     # As a user would, in a clone of the project (a copy of this tree: other
-    # streams build packages here meanwhile): the provisioner takes the
-    # newest build in the clone's target/debian.
-    clone = tree_copy(tmp_path / "sortd")
-    version = version_of(build_deb(tmp_path, tree=clone))
-    timings["debian/build"] = time.monotonic() - started
+    # streams build packages here meanwhile) where debian/build has run: the
+    # provisioner takes the newest build in the clone's target/debian. The
+    # build is the run's own release (building it again here would only
+    # compile sortd once more).
+    clone = tree_copy(tmp_path / "sortd", release_build=False)
+    (clone / "target" / "debian").mkdir(parents=True)
+    version = version_of(Path(shutil.copy(debs[1], clone / "target" / "debian")))
+    timings["the clone"] = time.monotonic() - started
 
     forwards = [forward for node in vagrant_nodes(ROOT / "cluster.json") for forward in node_forwards(node)]
     dotfile = tmp_path / "vagrant-dotfile"
