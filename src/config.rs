@@ -123,7 +123,7 @@ impl Config {
         self.variables()
             .iter()
             .map(|(variable, meaning, value)| {
-                let comment = fill(String::from("#"), "#", meaning.split_whitespace(), 78);
+                let comment = fill(String::from("# "), "# ", meaning.split_whitespace(), 78);
                 format!("{}\n{variable}={value}\n", comment.join("\n"))
             })
             .collect::<Vec<_>>()
@@ -168,7 +168,7 @@ impl Config {
 
 /// `words` filled into lines of at most `width` columns (a longer word gets
 /// a line of its own): the first line starts with `first`, the others with
-/// `indent`, each followed by a space and as many words as fit.
+/// `indent`, each then with as many words as fit, separated by spaces.
 fn fill<'a>(
     first: String,
     indent: &str,
@@ -183,7 +183,7 @@ fn fill<'a>(
             lines.push(std::mem::replace(&mut line, indent.to_owned()));
             start = indent.len();
         }
-        if line.len() > start || !line.ends_with(' ') {
+        if line.len() > start {
             line.push(' ');
         }
         line.push_str(word);
