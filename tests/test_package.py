@@ -324,7 +324,7 @@ def test_every_answer_nginx_writes_itself_has_sortds_error_shape():
     for code, body in answers:
         error = json.loads(body)["error"]
         assert set(json.loads(body)) == {"error"} and set(error) == {"status", "code", "message"}, body
-        assert error["status"] == code, body
+        assert error["status"] == code and re.fullmatch(r"[a-z]+(_[a-z]+)*", error["code"]), body
     lb = ROOT / "ansible/roles/lb"
     assert (lb / "files/sortd-errors.conf").resolve() == errors
     used = set(re.findall(r"\$(sortd_\w+)", errors.read_text()))
