@@ -442,9 +442,10 @@ class Lab:
         while True:
             booting = host.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=timeout)
             state = booting.stdout.strip()
-            # Empty: PID 1 is systemd but has not opened its bus yet ("Failed
-            # to connect to bus"), and --wait does not wait for that.
-            if state or time.monotonic() > deadline:
+            # Not yet an answer: empty, PID 1 is systemd but has not opened its
+            # bus ("Failed to connect to bus"); "offline", it has not made
+            # /run/systemd/system yet. --wait waits for neither.
+            if state not in ("", "offline") or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         if state not in ("running", "degraded"):

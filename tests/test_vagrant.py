@@ -48,7 +48,9 @@ def test_vagrant_up_provision_destroy_with_libvirt(tmp_path, debs):
             started = time.monotonic()
             output, status = lab.vagrant(["up", "--provider=libvirt"], env)
             timings["vagrant up"] = time.monotonic() - started
-            assert status == 0, output[-8000:] + lab_logs(lab)
+            # vagrant's own output last: the end of a failure's report is
+            # what a reader of the run's tail (CI's) sees.
+            assert status == 0, lab_logs(lab) + "\n== vagrant up, its end\n" + output[-8000:]
             assert recap(output)["web-01"]["failed"] == 0, output[-8000:]
             timings["of which: to SSH"] = lab.when("Machine booted and ready")
             timings["the playbook"] = timings["vagrant up"] - lab.when("Running provisioner")
