@@ -531,11 +531,12 @@ def test_tls_from_the_environments_file_and_no_run_that_leaves_it_out(cluster, d
     production = json.loads(hosts.read_text())
     production["settings"]["lb"].update(lb_tls=True, lb_https_port=HTTPS_PORT, lb_ca_dir=str(ca_dir))
     environment.write_text(json.dumps(production))
-    # The same run rolls the web nodes back, one at a time, to a version
-    # they keep, by name; releases past web_keep_releases are then removed,
+    # The same run rolls the web nodes back to a version they keep, by name,
+    # all at once (no load runs here; rolling under load is the other
+    # rollbacks' test); releases past web_keep_releases are then removed,
     # and the running one stays.
-    _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", "-e", "web_keep_releases=1")
-    measure(f"TLS turned on, and a rollback to a named version kept on the nodes, rolling: {took:.1f}s")
+    _, took = playbook(environment, debs[1], "-e", f"sortd_rollback={old}", "-e", "web_keep_releases=1", *AT_ONCE)
+    measure(f"TLS turned on, and a rollback to a named version kept on the nodes, at once: {took:.1f}s")
     assert [version_on(lab, node) for node in WEB] == [old] * 3
     kept = lab.hosts["web-01"].sh(f"ls {STATE_DIR}/releases").split()
     assert kept == [debs[0].name], kept
