@@ -5,6 +5,13 @@ prints a JSON summary. Standard library only, so it runs inside test hosts.
 
     load.py URL [--threads 4] [--rate R] [--max-requests 20000]
             [--max-seconds 120] [--stop-file PATH] [--ready-file PATH]
+            [--cafile PATH] [--resend-on-close]
+
+An https URL is verified against the system's CAs, or --cafile's alone.
+With --resend-on-close, a request whose kept-alive connection the server
+had closed (no answer came on it: nginx closes its idle connections when
+it reloads) is sent once more on a new one, as browsers and curl do; the
+summary counts those in "resent", and a second failure as a failure.
 
 With --rate, each thread sends its share of R requests a second, evenly
 spaced (keep-alive connections then sit idle between requests, as a real
@@ -23,6 +30,7 @@ the loop is running.
 import argparse
 import http.client
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -42,8 +50,11 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--stop-file")
     parser.add_argument("--ready-file")
+    parser.add_argument("--cafile")
+    parser.add_argument("--resend-on-close", action="store_true")
     args = parser.parse_args()
     url = urllib.parse.urlsplit(args.url)
+    tls = ssl.create_default_context(cafile=args.cafile) if url.scheme == "https" else None
     deadline = time.monotonic() + args.max_seconds
     lock = threading.Lock()
     counts: Counter = Counter()
@@ -59,6 +70,11 @@ def main() -> None:
 
     interval = args.threads / args.rate if args.rate else 0.0
 
+    def connect() -> http.client.HTTPConnection:
+        if tls is None:
+            return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
+        return http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=15, context=tls)
+
     def worker(index: int) -> None:
         connection = None
         due = time.monotonic() + index * interval / args.threads  # the threads take turns
@@ -71,10 +87,21 @@ def main() -> None:
                 counts["sent"] += 1
             started = time.monotonic()
             try:
+                reused = connection is not None
                 if connection is None:
-                    connection = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
-                connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
-                response = connection.getresponse()
+                    connection = connect()
+                try:
+                    connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+                    if not (args.resend_on_close and reused):
+                        raise
+                    with lock:
+                        counts["resent"] += 1
+                    connection.close()
+                    connection = connect()
+                    connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
+                    response = connection.getresponse()
                 body = response.read()
                 if args.ready_file is not None and not counts["answered"]:
                     Path(args.ready_file).touch()
@@ -112,6 +139,7 @@ def main() -> None:
         "requests": counts["ok"] + counts["failed"],
         "ok": counts["ok"],
         "failed": counts["failed"],
+        "resent": counts["resent"],
         "seconds": round(time.monotonic() - began, 2),
         "failures": failures,
         "failure_kinds": dict(kinds),
