@@ -319,8 +319,6 @@ def host_vars(node: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -
         options = [f"UserKnownHostsFile={ssh['known_hosts']}"] if "known_hosts" in ssh else []
         if "jump" in ssh:
             options.append(proxy_option(ssh["jump"], nodes or []))
-            route = json.dumps([options[-1], ssh["host"], variables["ansible_port"], ssh["user"]])
-            variables["ansible_control_path"] = "%(directory)s/" + hashlib.sha256(route.encode()).hexdigest()[:16]
         if options:
             variables["ansible_ssh_common_args"] = shlex.join(
                 [part for option in options for part in ("-o", option)])
@@ -335,6 +333,16 @@ def host_vars(node: dict[str, Any], nodes: list[dict[str, Any]] | None = None) -
             # Local VMs get new host keys whenever they are recreated.
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         }
+    # ssh's own name for a shared connection (address, port, user) does not
+    # tell nodes apart: two environments put web-01 at one private address
+    # behind their own bastions, and 127.0.0.1:22003 is a Vagrant VM's
+    # forwarded port as well as a local test cluster's. A run within
+    # ControlPersist of a run for the other would go through the other's
+    # connection, to the other's node. The whole route names it: the ssh
+    # options (the jump, the host key file), address, port, user and key.
+    route = json.dumps([variables.get("ansible_ssh_common_args", ""), variables["ansible_host"],
+                        variables["ansible_port"], variables["ansible_user"], variables["ansible_ssh_private_key_file"]])
+    variables["ansible_control_path"] = "%(directory)s/" + hashlib.sha256(route.encode()).hexdigest()[:16]
     if private_ip:
         variables["sortd_private_ip"] = str(ipaddress.ip_address(private_ip))
     return variables

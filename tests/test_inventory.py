@@ -43,7 +43,8 @@ def test_default_cluster_is_one_web_node_forwarding_8080_and_22003(tmp_path):
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["web"]["hosts"] == ["web-01"]
-    assert listing["_meta"]["hostvars"]["web-01"] == {
+    # (ansible_control_path: the test below.)
+    assert listing["_meta"]["hostvars"]["web-01"] | {"ansible_control_path": None} == {"ansible_control_path": None,
         "ansible_host": "127.0.0.1",
         "ansible_port": 22003,
         "ansible_user": "vagrant",
@@ -91,6 +92,7 @@ def test_cloud_nodes_use_their_own_address_user_and_key(tmp_path):
     cluster = write(tmp_path, {"nodes": [{"host_name": "web-01", "ssh": {
         "host": "web-01.example.org", "user": "admin", "key": "keys/id_ed25519", "private_ip": "10.0.1.5"}}]})
     hostvars = json.loads(inventory(cluster, "--host", "web-01").stdout)
+    hostvars.pop("ansible_control_path")
     assert hostvars == {
         "ansible_host": "web-01.example.org",
         "ansible_port": 22,
@@ -143,12 +145,30 @@ def test_nodes_at_the_same_private_address_behind_other_bastions_share_no_ssh_co
         return {name: variables.get("ansible_control_path") for name, variables in hostvars.items()}
 
     staging, production = control_paths("staging", "203.0.113.10"), control_paths("production", "203.0.113.20")
-    assert staging["lb-01"] is None  # reached directly: Ansible's own name for it is exact
-    assert all(path.startswith("%(directory)s/") for path in (staging["web-01"], staging["web-02"]))
+    assert all(path.startswith("%(directory)s/") for path in staging.values())
     assert staging["web-01"] != production["web-01"]
     assert staging["web-01"] != staging["web-02"]
-    assert staging["web-02"] == production["web-02"]  # the same route: the same node
     assert control_paths("staging", "203.0.113.10") == staging  # the next run shares it again
+
+
+def test_a_vagrant_vm_and_a_test_host_on_the_same_forwarded_port_share_no_ssh_connection(tmp_path):
+    # 127.0.0.1:22003 as vagrant: a Vagrant VM's forwarded port, and a local
+    # test cluster's host (scripts/local-cluster), which the gate runs side
+    # by side (a Vagrant run once went through a test cluster's connection
+    # and found no temporary directory of its own there).
+    vm = {"host_name": "web-01", "groups": ["web"], "port_mappings": [{"guest_port": 22, "host_port": 22003}]}
+    host = {"host_name": "web-01", "groups": ["web"],
+            "ssh": {"host": "127.0.0.1", "port": 22003, "user": "vagrant", "key": str(tmp_path / "lab-key")}}
+    paths = []
+    for name, node in (("vagrant", vm), ("lab", host)):
+        (tmp_path / name).mkdir()
+        listing = json.loads(inventory(write(tmp_path / name, {"nodes": [node]}), "--list",
+                                       dotfile=tmp_path / name / ".vagrant").stdout)
+        variables = listing["_meta"]["hostvars"]["web-01"]
+        assert (variables["ansible_host"], variables["ansible_port"], variables["ansible_user"]) == \
+            ("127.0.0.1", 22003, "vagrant")
+        paths.append(variables["ansible_control_path"])
+    assert paths[0] != paths[1], paths
 
 
 def test_every_group_the_playbook_names_is_listed_even_when_empty(tmp_path):
