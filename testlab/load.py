@@ -75,6 +75,10 @@ def main() -> None:
             return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
         return http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=15, context=tls)
 
+    def post(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
+        return connection.getresponse()
+
     def worker(index: int) -> None:
         connection = None
         due = time.monotonic() + index * interval / args.threads  # the threads take turns
@@ -91,8 +95,7 @@ def main() -> None:
                 if connection is None:
                     connection = connect()
                 try:
-                    connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
-                    response = connection.getresponse()
+                    response = post(connection)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
                     if not (args.resend_on_close and reused):
                         raise
@@ -100,8 +103,7 @@ def main() -> None:
                         counts["resent"] += 1
                     connection.close()
                     connection = connect()
-                    connection.request("POST", url.path or "/", BODY, {"Content-Type": "application/json"})
-                    response = connection.getresponse()
+                    response = post(connection)
                 body = response.read()
                 if args.ready_file is not None and not counts["answered"]:
                     Path(args.ready_file).touch()

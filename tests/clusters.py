@@ -259,6 +259,15 @@ def served(lab, node: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+# The deploy lock, on lb-01 (the first node by name in the labs' clusters):
+# the directory a run makes to take it.
+LOCK = f"{STATE_DIR}/lock"
+
+
+def lock_held(lab) -> bool:
+    return lab.hosts["lb-01"].run(["test", "-e", LOCK], check=False).returncode == 0
+
+
 def history(lab, node: str) -> list[dict]:
     """The node's deployment history: one entry per deployment, rollback and
     canary judgement."""

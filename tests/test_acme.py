@@ -13,7 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
-from clusters import LB_PORT, LOAD_RATE, ROOT, SORTED, STATE_DIR, cluster_up, playbook, recap, sort_at
+from clusters import LB_PORT, LOAD_RATE, ROOT, SORTED, cluster_up, lock_held, playbook, recap, sort_at
 from testlab import HostSpec
 from testlab.hosts import wait_until
 
@@ -76,7 +76,7 @@ def test_the_load_balancer_gets_renews_and_keeps_its_certificate_from_an_acme_se
         assert lb.run(["nginx", "-t"], check=False).returncode == 0
         assert sort_at(LB_PORT) == SORTED
         assert "Release the deploy lock and stop" in output
-        assert lb.run(["test", "-e", f"{STATE_DIR}/lock"], check=False).returncode != 0, "the lock is still held"
+        assert not lock_held(lab), "the lock is still held"
         print("ACME server down: " + next(line.strip() for line in output.splitlines()
                                           if "certbot got no certificate" in line)[:400])
 

@@ -27,8 +27,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (LB_PORT, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, STATE_DIR, cluster_up, finish, forwarded, history,
-                      http_status, metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release,
+from clusters import (LB_PORT, LOCK, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, STATE_DIR, cluster_up, finish, forwarded,
+                      history, http_status, lock_held, metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release,
                       start_playbook, under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
@@ -89,15 +89,6 @@ def ssh_answers(lab, source: str | None, address: str) -> bool:
     """sshd's banner within 3 s, from a lab host or (None) the lab's bridge."""
     command = ["timeout", "3", "bash", "-c", f"exec 3<>/dev/tcp/{address}/22; head -c 4 <&3"]
     return run_from(lab, source, command).stdout == "SSH-"
-
-
-# The deploy lock, on lb-01 (the first node by name): the directory a run
-# makes to take it.
-LOCK = f"{STATE_DIR}/lock"
-
-
-def lock_held(lab) -> bool:
-    return lab.hosts["lb-01"].run(["test", "-e", LOCK], check=False).returncode == 0
 
 
 def version_on(lab, node: str) -> str:
