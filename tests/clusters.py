@@ -2,6 +2,7 @@
 file's nodes as test hosts, run the playbook against them as against cloud
 hosts, read its recap, and put a bounded load on them."""
 
+import base64
 import fcntl
 import http.client
 import json
@@ -27,9 +28,9 @@ SORTED = '{"sorted_list":[3,4,5,9]}'
 # Where the deployment keeps its state on each node (history, releases,
 # lock): sortd_state_dir, which ansible/group_vars/all.yaml owns.
 STATE_DIR = re.search(r"^sortd_state_dir: (\S+)$", (ROOT / "ansible/group_vars/all.yaml").read_text(), re.M).group(1)
-# scripts/run-tests runs two streams of suites side by side; the second
+# scripts/run-tests runs streams of suites side by side; each but one
 # shifts every port its clusters forward on 127.0.0.1 by this much, so that
-# both can own "8080" (the default cluster's load balancer) at once.
+# each can own "8080" (the default cluster's load balancer) at once.
 PORT_OFFSET = int(os.environ.get("SORTD_TEST_PORT_OFFSET", "0"))
 
 
@@ -329,3 +330,54 @@ def under_load(url: str, stop_dir: Path, max_seconds: float = 300, rate: float |
         stop.touch()
         out, _ = process.communicate(timeout=60)
         summary.update(json.loads(out))
+
+
+# Alertmanager's notices, taken by a webhook receiver on a lab host
+# (start_receiver; a URL on RECEIVER_PORT of its loopback), which appends
+# each to NOTICES, one JSON per line: when it came (the machine's clock,
+# which every test host shares) and what it said.
+RECEIVER_PORT = 5001
+NOTICES = "/root/notices.jsonl"
+RECEIVER = """
+import http.server, json, time
+class Notice(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        line = json.dumps({"received": time.time(), "notice": json.loads(body)})
+        with open("%s", "a") as notices:
+            notices.write(line + "\\n")
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", %d), Notice).serve_forever()
+""" % (NOTICES, RECEIVER_PORT)
+
+
+def start_receiver(host) -> None:
+    host.run(["systemd-run", "--unit", "sortd-test-webhook", "python3", "-c", RECEIVER])
+
+
+def notices(host) -> list[tuple[str, str, str, float]]:
+    """What the webhook on `host` received: (status, alert, instance, when)
+    of every alert of every notice, in order."""
+    text = host.run(["sh", "-c", f"cat {NOTICES} 2>/dev/null || true"]).stdout
+    return [(alert["status"], alert["labels"]["alertname"], alert["labels"].get("instance", ""), entry["received"])
+            for entry in map(json.loads, text.splitlines()) for alert in entry["notice"]["alerts"]]
+
+
+def said(notices: list[tuple[str, str, str, float]]) -> list[tuple[str, str, str]]:
+    return [notice[:3] for notice in notices]
+
+
+# A monitoring node's Prometheus, through its forwarded port (9090), as its
+# user (prometheus_web_user's default) with the environment's password.
+PROMETHEUS = f"http://127.0.0.1:{forwarded(9090)}"
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def prometheus_api(path: str, password: str) -> dict:
+    request = urllib.request.Request(PROMETHEUS + path, headers=basic_auth("sortd", password))
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)["data"]

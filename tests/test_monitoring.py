@@ -6,7 +6,6 @@ monitoring node) deployed on test hosts: every target up, the metrics ports
 closed to all but the monitoring node, and the "sortd down" alert firing
 when sortd stops on a node."""
 
-import base64
 import json
 import re
 import secrets
@@ -17,8 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from clusters import (LB_PORT, ROOT, broken_release, build_patched_deb, cluster_up, forwarded, history, http_status,
-                      playbook, recap, under_load, version_of)
+from clusters import (LB_PORT, PROMETHEUS, RECEIVER_PORT, ROOT, basic_auth, broken_release, build_patched_deb,
+                      cluster_up, history, http_status, notices, playbook, prometheus_api, recap, said, start_receiver,
+                      under_load, version_of)
 from testlab import HostSpec, Lab
 from testlab.load import EXPECTED
 from testlab.hosts import wait_until
@@ -46,7 +46,7 @@ def test_promtool_checks_the_rules(host):
     checked = promtool(host, "check", "rules", f"/root/sortd/{RULES}")
     print(checked.stdout.strip())
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 10 rules found" in checked.stdout
+    assert "SUCCESS: 14 rules found" in checked.stdout
 
 
 def test_each_alert_fires_on_its_fault_and_not_on_near_misses(host):
@@ -61,6 +61,8 @@ def test_each_alert_fires_on_its_fault_and_not_on_near_misses(host):
     ("for: 30s", "for: 5m"),                  # sortd down noticed too late
     ("and on (instance) up{job=\"node\"} == 1", ""),  # SortdDown also for a node down
     ("[15m]) > 2", "[15m]) > 3"),             # a crash loop not seen
+    (" unless on (instance) probe_failed_due_to_regex{job=\"entry\"} == 1", ""),  # a wrong answer also "down"
+    ("< 14 * 86400", "< 7 * 86400"),          # a certificate's expiry seen a week late
 ])
 def test_the_rule_tests_catch_a_broken_rule(host, rule, broken):
     """The tests can fail: each of these edits of the rules makes them fail."""
@@ -77,67 +79,35 @@ def test_the_rule_tests_catch_a_broken_rule(host, rule, broken):
 
 
 def sed_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("/", "\\/").replace("&", "\\&").replace("[", "\\[")
+    for special in "\\/&[.*^$":
+        text = text.replace(special, "\\" + special)
+    return text
 
 
-# Prometheus's page, forwarded as the example cluster file says. Its
-# password is a secret of the environment (a vault-encrypted value in the
-# cluster file's secrets), made for this run: a leak is no coincidence.
-PROMETHEUS = f"http://127.0.0.1:{forwarded(9090)}"
 WEB = ("web-01", "web-02")
-PROMETHEUS_USER = "sortd"
+# Prometheus's page (clusters.PROMETHEUS, forwarded as the example cluster
+# file says): its password is a secret of the environment (a vault-encrypted
+# value in the cluster file's secrets), made for this run: a leak is no
+# coincidence.
 PROMETHEUS_PASSWORD = f"prometheus-{secrets.token_hex(12)}"
 
 
-# Alertmanager's notices go to a webhook receiver on the monitoring node,
-# started by the fixture below; the webhook's URL is a secret of the
-# environment too, as a chat's or a pager's would be. The receiver appends
-# each notice to NOTICES, one JSON per line: when it came (the machine's
-# clock, which every test host shares) and what it said.
-WEBHOOK = f"http://127.0.0.1:5001/alerts-{secrets.token_hex(8)}"
-NOTICES = "/root/notices.jsonl"
-RECEIVER = """
-import http.server, json, time
-class Notice(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        line = json.dumps({"received": time.time(), "notice": json.loads(body)})
-        with open("%s", "a") as notices:
-            notices.write(line + "\\n")
-        self.send_response(200)
-        self.end_headers()
-http.server.HTTPServer(("127.0.0.1", 5001), Notice).serve_forever()
-""" % NOTICES
+def api(path: str) -> dict:
+    return prometheus_api(path, PROMETHEUS_PASSWORD)
+
+
+# Alertmanager's notices go to a webhook receiver on the monitoring node
+# (clusters.start_receiver); the webhook's URL is a secret of the
+# environment, as a chat's or a pager's would be.
+WEBHOOK = f"http://127.0.0.1:{RECEIVER_PORT}/alerts-{secrets.token_hex(8)}"
 # Quick notices for the test (the defaults wait 30 s, then 5 min between two).
 ALERTMANAGER = {"alertmanager_group_wait": "5s", "alertmanager_group_interval": "15s"}
-
-
-def notices(lab) -> list[tuple[str, str, str, float]]:
-    """What the webhook received: (status, alert, node, when) of every
-    alert of every notice, in order."""
-    text = lab.hosts["mon-01"].run(["sh", "-c", f"cat {NOTICES} 2>/dev/null || true"]).stdout
-    return [(alert["status"], alert["labels"]["alertname"], alert["labels"].get("instance", ""), entry["received"])
-            for entry in map(json.loads, text.splitlines()) for alert in entry["notice"]["alerts"]]
-
-
-def said(notices: list[tuple[str, str, str, float]]) -> list[tuple[str, str, str]]:
-    return [notice[:3] for notice in notices]
 
 
 # When sortd came back on web-02 after SortdDown, by the machine's clock:
 # its resolved notice is checked later (test_sortd_down_s_resolved_notice_
 # reached_the_webhook), once the canary has run, instead of waited for.
 SORTD_BACK: dict[str, float] = {}
-
-
-def basic_auth(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def prometheus_api(path: str) -> dict:
-    request = urllib.request.Request(PROMETHEUS + path, headers=basic_auth(PROMETHEUS_USER, PROMETHEUS_PASSWORD))
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)["data"]
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +126,7 @@ def monitored(debs, tmp_path_factory):
     environment.write_text(json.dumps(dict(json.loads((ROOT / "examples/cluster-monitoring.json").read_text()),
                                            secrets="secrets.yaml", settings={"monitoring": ALERTMANAGER})))
     with cluster_up(environment, "monitored") as (lab, hosts, booted):
-        lab.hosts["mon-01"].run(["systemd-run", "--unit", "sortd-test-webhook", "python3", "-c", RECEIVER])
+        start_receiver(lab.hosts["mon-01"])
         options = ["--vault-password-file", str(vault_password), "-e",
                    json.dumps({"lb_unlimited_clients": [lab.gateway]})]
         output, first = playbook(hosts, debs[0], *options)
@@ -173,31 +143,37 @@ def monitored(debs, tmp_path_factory):
 
 
 def test_prometheus_sees_every_target_up(monitored):
+    # The public entry, probed through the blackbox exporter: here the load
+    # balancer's plain HTTP (no domain).
+    entry = f"http://{monitored[0].hosts['lb-01'].spec.ip}/"
     expected = {("node", node) for node in ("lb-01", *WEB, "mon-01")} | \
-        {("sortd", node) for node in WEB} | {("nginx", "lb-01"), ("prometheus", "mon-01")}
+        {("sortd", node) for node in WEB} | {("nginx", "lb-01"), ("prometheus", "mon-01"), ("entry", entry)}
     started = time.monotonic()
 
     def targets():
         return {(t["labels"]["job"], t["labels"]["instance"]): t["health"]
-                for t in prometheus_api("/api/v1/targets")["activeTargets"]}
+                for t in api("/api/v1/targets")["activeTargets"]}
     wait_until(lambda: targets() == {target: "up" for target in expected}, 90,
                "every target up in Prometheus", interval=1)
     # Its own scrape included, which gives the password; without it, or
     # with another, Prometheus asks for it.
-    for authorization in ({}, basic_auth(PROMETHEUS_USER, "guess")):
+    for authorization in ({}, basic_auth("sortd", "guess")):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
                                    timeout=10)
         assert refused.value.code == 401
     print(f"Prometheus: {len(expected)} targets up {time.monotonic() - started:.1f}s after the deployment")
     # The rules are loaded, and each scraped value is there.
-    rules = {rule["name"] for group in prometheus_api("/api/v1/rules")["groups"] for rule in group["rules"]}
+    rules = {rule["name"] for group in api("/api/v1/rules")["groups"] for rule in group["rules"]}
     assert {"NodeDown", "SortdDown", "SortdErrorRatioHigh", "SortdLatencyHigh", "SortdMemoryNearLimit",
             "SortdRestarting"} <= rules
-    limits = prometheus_api("/api/v1/query?query=sortd_memory_limit_bytes")["result"]
+    limits = api("/api/v1/query?query=sortd_memory_limit_bytes")["result"]
     assert sorted((r["metric"]["instance"], r["value"][1]) for r in limits) == \
         [(node, str(2**30)) for node in WEB]
-    assert prometheus_api("/api/v1/query?query=nginx_up")["result"][0]["value"][1] == "1"
+    assert api("/api/v1/query?query=nginx_up")["result"][0]["value"][1] == "1"
+    wait_until(lambda: api("/api/v1/query?query=probe_success")["result"], 30, "the entry's first probe", interval=1)
+    probe = api("/api/v1/query?query=probe_success")["result"][0]
+    assert (probe["metric"]["instance"], probe["value"][1]) == (entry, "1"), probe
 
 
 def reaches(lab, source: str, target: str, port: int, path: str = "/metrics") -> str:
@@ -219,7 +195,7 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
     for path in ("/", "/healthz", "/metrics/../", "/METRICS"):
         assert reaches(lab, "mon-01", "web-01", 9180, path) == "404", path
     # Alertmanager's page, and its cluster port, are the monitoring node's own.
-    for port in (9093, 9094):
+    for port in (9093, 9094, 9115):
         assert reaches(lab, "lb-01", "mon-01", port, "/-/ready") == "refused", port
     assert http_status(lab, "mon-01", "http://127.0.0.1:9093/-/ready") == "200"
     # The public load balancer still refuses /metrics; nginx's status is on its loopback only.
@@ -232,26 +208,39 @@ def test_stopping_sortd_fires_sortd_down_and_its_notice_reaches_the_webhook(moni
     web = lab.hosts["web-02"]
 
     def firing() -> set[tuple[str, str]]:
-        return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in prometheus_api("/api/v1/alerts")["alerts"]
+        return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in api("/api/v1/alerts")["alerts"]
                 if a["state"] == "firing"}
     # A fresh monitoring node raised no alert, and sent no notice.
     assert firing() == set()
-    assert notices(lab) == []
+    assert notices(lab.hosts["mon-01"]) == []
+    # Meanwhile sortd flaps on web-01 as a crash loop does: restarted four
+    # times, once per scrape interval. One notice says so (SortdRestarting),
+    # not one for each time it went away and came back.
+    lab.hosts["web-01"].run(["systemd-run", "--unit", "sortd-test-flap", "sh", "-c",
+                             "for i in 1 2 3 4; do systemctl restart sortd.service; sleep 16; done"])
     # The socket too: with it, the next scrape would start sortd again.
     web.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
     stopped = time.monotonic()
     try:
         wait_until(lambda: ("SortdDown", "web-02") in firing(), 120, "SortdDown for web-02", interval=1)
         took = time.monotonic() - stopped
-        assert firing() == {("SortdDown", "web-02")}
-        wait_until(lambda: notices(lab), 60, "a notice at the webhook", interval=1)
+        wait_until(lambda: ("firing", "SortdDown", "web-02") in said(notices(lab.hosts["mon-01"])), 60,
+                   "SortdDown's notice at the webhook", interval=1)
         noticed = time.monotonic() - stopped
-        assert said(notices(lab)) == [("firing", "SortdDown", "web-02")]
+        wait_until(lambda: ("firing", "SortdRestarting", "web-01") in said(notices(lab.hosts["mon-01"])), 90,
+                   "SortdRestarting's notice at the webhook", interval=1)
+        flapped = time.monotonic() - stopped
+        wait_until(lambda: lab.hosts["web-01"].run(["systemctl", "is-active", "sortd-test-flap"],
+                                                    check=False).stdout.strip() != "active", 60, "the flapping's end")
+        assert firing() == {("SortdDown", "web-02"), ("SortdRestarting", "web-01")}
+        assert sorted(said(notices(lab.hosts["mon-01"]))) == \
+            [("firing", "SortdDown", "web-02"), ("firing", "SortdRestarting", "web-01")], notices(lab.hosts["mon-01"])
     finally:
         web.run(["systemctl", "start", "sortd.socket"])
         SORTD_BACK["web-02"] = time.time()
     print(f"SortdDown fired {took:.1f}s after sortd stopped on web-02 (for: 30s, scrape and evaluation every 15s); "
-          f"its notice reached the webhook {noticed:.1f}s after the stop")
+          f"its notice reached the webhook {noticed:.1f}s after the stop; sortd restarted 4 times on web-01 in 48 s: "
+          f"one notice, SortdRestarting, {flapped:.1f}s after the flapping began")
     # for: 30 s, plus at most one scrape interval to see it down and one
     # evaluation interval to notice; then Prometheus sends it at once, and
     # Alertmanager within its group_wait.
@@ -343,8 +332,12 @@ def test_sortd_down_s_resolved_notice_reached_the_webhook(monitored):
     lab, _, _ = monitored
     if "web-02" not in SORTD_BACK:
         pytest.skip("SortdDown's test did not run")
-    down = [notice for notice in notices(lab) if notice[1:3] == ("SortdDown", "web-02")]
+    down = [notice for notice in notices(lab.hosts["mon-01"]) if notice[1:3] == ("SortdDown", "web-02")]
     assert said(down) == [("firing", "SortdDown", "web-02"), ("resolved", "SortdDown", "web-02")], down
+    # The flapping node's notice was not sent again in the minutes since (the
+    # good canary's restart of it included).
+    flapped = [notice for notice in notices(lab.hosts["mon-01"]) if notice[1:3] == ("SortdRestarting", "web-01")]
+    assert said(flapped) == [("firing", "SortdRestarting", "web-01")], flapped
     resolved = down[1][3] - SORTD_BACK["web-02"]
     print(f"SortdDown's resolved notice reached the webhook {resolved:.1f}s after sortd was started again on web-02")
     assert resolved <= 15 + 15 + 15 + 10
