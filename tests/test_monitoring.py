@@ -10,12 +10,14 @@ import json
 import re
 import secrets
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from clusters import (LB_PORT, PROMETHEUS, RECEIVER_PORT, ROOT, basic_auth, broken_release, build_patched_deb,
                       cluster_up, history, http_status, notices, playbook, prometheus_api, recap, said, start_receiver,
                       under_load, version_of)
@@ -467,3 +469,49 @@ def test_the_canary_verdict_compares_the_canary_with_the_others(canary_after, pr
         assert any(reason.startswith(failed_on) for reason in verdict["reasons"]), verdict
     assert verdict["others"]["requests"] == 4001
     assert verdict["metrics_compared"] is compared, verdict
+
+
+# The entry's probe as role blackbox_exporter renders it for the load
+# balancers' settings (its module, and the URL it names to Prometheus),
+# without a host: the ACME path and plain HTTP are probed on test hosts
+# (tests/test_acme.py, the monitored cluster above), a test CA's here only.
+RENDER = """
+- hosts: mon-01
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_vars: {ROLE}/defaults/main.yaml
+    - ansible.builtin.include_vars: {ROLE}/vars/main.yaml
+    - ansible.builtin.template: {{src: {ROLE}/templates/blackbox.yaml.j2, dest: {OUT}/blackbox.yml, mode: "0644"}}
+    - ansible.builtin.template: {{src: {ROLE}/templates/sortd-entry.yaml.j2, dest: {OUT}/entry.yml, mode: "0644"}}
+"""
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("settings, url, tls_config", [
+    ({}, "http://10.0.0.10/", None),
+    ({"lb_tls": True}, "https://10.0.0.10/", {"insecure_skip_verify": True}),
+    ({"lb_tls": True, "lb_domain": "sortd.example", "lb_email": "ops@sortd.example"}, "https://sortd.example/", None),
+    ({"lb_tls": True, "lb_domain": "sortd.example", "lb_email": "ops@sortd.example",
+      "blackbox_exporter_ca_bundle": "/etc/ssl/acme-root.pem"},
+     "https://sortd.example/", {"ca_file": "/etc/prometheus/blackbox-ca.pem"}),
+])
+def test_the_entry_probe_follows_the_load_balancers_tls(tmp_path, settings, url, tls_config):
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    (tmp_path / "inventory.yaml").write_text(json.dumps({"all": {"children": {
+        "lb": {"hosts": {"lb-01": dict(local, sortd_private_ip="10.0.0.10")}},
+        "monitoring": {"hosts": {"mon-01": local}}, "web": {"hosts": {}}}}}))
+    (tmp_path / "group_vars").symlink_to(ROOT / "ansible/group_vars")
+    (tmp_path / "render.yaml").write_text(RENDER.format(ROLE=ROOT / "ansible/roles/blackbox_exporter", OUT=tmp_path))
+    rendered = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "inventory.yaml"), str(tmp_path / "render.yaml"),
+                               "-e", json.dumps(settings)], capture_output=True, text=True, cwd=ROOT)
+    assert rendered.returncode == 0, rendered.stdout[-3000:]
+    module = yaml.safe_load((tmp_path / "blackbox.yml").read_text())["modules"]["sortd_sort"]["http"]
+    assert yaml.safe_load((tmp_path / "entry.yml").read_text()) == [{"targets": [url], "labels": {"instance": url}}]
+    assert module.get("tls_config") == tls_config
+    assert module["fail_if_not_ssl"] == url.startswith("https://")
+    # The first known sort, and a pattern its answer alone matches.
+    known = yaml.safe_load((ROOT / "ansible/group_vars/all.yaml").read_text())["sortd_known_sorts"][0]
+    [answer] = module["fail_if_body_not_matches_regexp"]
+    assert module["body"] == known["body"]
+    assert re.search(answer, known["answer"]) and not re.search(answer, known["answer"].replace("]", ",0]"))
+    assert not re.search(answer, known["answer"] + "\n" + known["answer"])
