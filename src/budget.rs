@@ -83,6 +83,10 @@ impl Budget {
     /// dropped.
     pub async fn trim_when_idle(self: Arc<Self>, period: Duration, trims: Counter) {
         let mut ticks = tokio::time::interval(period);
+        // Rounds a period apart even after the runtime was held up: missed
+        // ticks fired at once would use the rounds up before the idle
+        // connections close and free what they held.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let due = |left: u32| left.checked_sub(1);
@@ -216,6 +220,30 @@ mod tests {
         }
         tokio::time::sleep(period * 20).await;
         assert_eq!(trims.get(), u64::from(TRIM_ROUNDS));
+        trimming.abort();
+    }
+
+    /// A runtime held up (a busy machine) does not use the rounds up at once
+    /// when it runs again: they stay a period apart, to outlast the idle
+    /// connections.
+    #[tokio::test]
+    async fn the_rounds_stay_a_period_apart_after_the_runtime_was_held_up() {
+        let budget = Arc::new(Budget::new(10 * BIG, Duration::from_secs(2)));
+        let period = Duration::from_millis(100);
+        let trims = Counter::default();
+        let trimming = tokio::spawn(Arc::clone(&budget).trim_when_idle(period, trims.clone()));
+        tokio::task::yield_now().await;
+        let mut large = budget.reservation();
+        large.cover(2 * BIG).await.unwrap();
+        drop(large);
+        // The test's runtime has one thread: the trimming task waits too.
+        std::thread::sleep(period * 20);
+        tokio::time::sleep(period).await;
+        assert!(
+            trims.get() < u64::from(TRIM_ROUNDS),
+            "{} rounds at once",
+            trims.get()
+        );
         trimming.abort();
     }
 
