@@ -24,6 +24,7 @@ import urllib.request
 from clusters import (LB_PORT, LOAD_RATE, PROMETHEUS, RECEIVER_PORT, ROOT, SORT_BODY, SORTED, basic_auth, cluster_up,
                       http_status, lock_held, notices, playbook, prometheus_api, recap, said, sort_at, start_receiver)
 from testlab import HostSpec
+from testlab.cluster import node_suite
 from testlab.hosts import wait_until
 
 ACME_IP = "192.168.56.30"
@@ -94,7 +95,9 @@ def test_the_load_balancer_gets_renews_and_keeps_its_certificate_from_an_acme_se
     cluster = tmp_path / "cluster.json"
     cluster.write_text(json.dumps(CLUSTER))
     with cluster_up(cluster, "acme") as (lab, hosts, _):
-        acme = lab.boot(HostSpec("acme-01", ACME_IP))
+        # Pebble on the cluster's suite ($SORTD_BOX=debian/bookworm64: the
+        # whole lab on Debian 12, Pebble 2.4 and certbot 2.1 among them).
+        acme = lab.boot(HostSpec("acme-01", ACME_IP, suite=node_suite({})))
         acme.run(["apt-get", "update", "-q"])
         acme.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "pebble"])
         acme.sh(LISTENER)
