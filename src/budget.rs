@@ -197,13 +197,20 @@ mod tests {
         assert_eq!(budget.trims_due.load(Ordering::Relaxed), TRIM_ROUNDS);
     }
 
+    /// A budget whose idle trims run on their own task every `period`, in
+    /// real time; the trims counted. The test aborts the task.
+    fn trimming_every(period: Duration) -> (Arc<Budget>, Counter, tokio::task::JoinHandle<()>) {
+        let budget = Arc::new(Budget::new(10 * BIG, Duration::from_secs(2)));
+        let trims = Counter::default();
+        let trimming = tokio::spawn(Arc::clone(&budget).trim_when_idle(period, trims.clone()));
+        (budget, trims, trimming)
+    }
+
     /// In real time, with a short period: the trims run on their own task.
     #[tokio::test]
     async fn memory_is_given_back_only_while_idle_for_the_rounds_after_a_large_body() {
-        let budget = Arc::new(Budget::new(10 * BIG, Duration::from_secs(2)));
         let period = Duration::from_millis(5);
-        let trims = Counter::default();
-        let trimming = tokio::spawn(Arc::clone(&budget).trim_when_idle(period, trims.clone()));
+        let (budget, trims, trimming) = trimming_every(period);
         let mut large = budget.reservation();
         large.cover(2 * BIG).await.unwrap();
         // A request in flight: no trim, though one is due.
@@ -228,10 +235,8 @@ mod tests {
     /// connections.
     #[tokio::test]
     async fn the_rounds_stay_a_period_apart_after_the_runtime_was_held_up() {
-        let budget = Arc::new(Budget::new(10 * BIG, Duration::from_secs(2)));
         let period = Duration::from_millis(100);
-        let trims = Counter::default();
-        let trimming = tokio::spawn(Arc::clone(&budget).trim_when_idle(period, trims.clone()));
+        let (budget, trims, trimming) = trimming_every(period);
         tokio::task::yield_now().await;
         let mut large = budget.reservation();
         large.cover(2 * BIG).await.unwrap();

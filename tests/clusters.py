@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -381,3 +382,20 @@ def prometheus_api(path: str, password: str) -> dict:
     request = urllib.request.Request(PROMETHEUS + path, headers=basic_auth("sortd", password))
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.load(answer)["data"]
+
+
+def prometheus_status(authorization: dict[str, str]) -> int:
+    """The HTTP status of Prometheus's API with these headers (401: it asks
+    for its password)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
+                                    timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def firing_alerts(password: str) -> set[tuple[str, str]]:
+    """The alerts firing in Prometheus: (alert, instance)."""
+    alerts = prometheus_api("/api/v1/alerts", password)["alerts"]
+    return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts if a["state"] == "firing"}

@@ -17,12 +17,11 @@ import json
 import secrets
 import shlex
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
-from clusters import (LB_PORT, LOAD_RATE, PROMETHEUS, RECEIVER_PORT, ROOT, SORT_BODY, SORTED, basic_auth, cluster_up,
-                      http_status, lock_held, notices, playbook, prometheus_api, recap, said, sort_at, start_receiver)
+from clusters import (LB_PORT, LOAD_RATE, RECEIVER_PORT, ROOT, SORT_BODY, SORTED, basic_auth, cluster_up,
+                      firing_alerts, http_status, lock_held, notices, playbook, prometheus_api, prometheus_status, recap,
+                      said, sort_at, start_receiver)
 from testlab import HostSpec
 from testlab.cluster import node_suite
 from testlab.hosts import wait_until
@@ -64,16 +63,6 @@ PEBBLE_CONFIG = {"pebble": {
 }}
 
 
-def page_status(authorization: dict[str, str]) -> int:
-    """Prometheus's page through the forwarded port: its HTTP status."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
-                                    timeout=10) as answer:
-            return answer.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def entry_probe(url: str) -> dict[str, float]:
     """The entry's last probe in Prometheus: success, and the certificate's
     days left (over HTTPS)."""
@@ -84,11 +73,6 @@ def entry_probe(url: str) -> dict[str, float]:
         if result:
             values[name] = float(result[0]["value"][1])
     return values
-
-
-def firing() -> set[tuple[str, str]]:
-    alerts = prometheus_api("/api/v1/alerts", PASSWORD)["alerts"]
-    return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts if a["state"] == "firing"}
 
 
 def test_the_load_balancer_gets_renews_and_keeps_its_certificate_from_an_acme_server(debs, tmp_path):
@@ -123,8 +107,8 @@ def test_the_load_balancer_gets_renews_and_keeps_its_certificate_from_an_acme_se
         assert PASSWORD not in output
         plain = f"http://{lb.spec.ip}/"
         wait_until(lambda: entry_probe(plain).get("success") == 1, 60, "the plain entry's probe", interval=1)
-        page = {"without a password": page_status({}), "with a wrong one": page_status(basic_auth("sortd", "guess")),
-                "with it": page_status(basic_auth("sortd", PASSWORD)),
+        page = {"without a password": prometheus_status({}), "with a wrong one": prometheus_status(basic_auth("sortd", "guess")),
+                "with it": prometheus_status(basic_auth("sortd", PASSWORD)),
                 "from acme-01, outside the admin network":
                     http_status(lab, "acme-01", f"http://{monitoring.spec.ip}:9090/-/ready")}
         print(f"Prometheus's page: {page}")
@@ -212,7 +196,7 @@ def test_the_load_balancer_gets_renews_and_keeps_its_certificate_from_an_acme_se
 
         # No alert so far, nor any notice: every failure above was the
         # deployment's, and the entry kept answering.
-        assert firing() == set() and notices(monitoring) == []
+        assert firing_alerts(PASSWORD) == set() and notices(monitoring) == []
         # The load balancer's nginx stops: the entry's alert reaches the
         # webhook, naming the entry; nginx back, the resolved notice.
         lb.run(["systemctl", "stop", "nginx"])

@@ -12,15 +12,13 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from clusters import (LB_PORT, PROMETHEUS, RECEIVER_PORT, ROOT, basic_auth, broken_release, build_patched_deb,
-                      cluster_up, history, http_status, notices, playbook, prometheus_api, recap, said, start_receiver,
-                      under_load, version_of)
+from clusters import (LB_PORT, RECEIVER_PORT, ROOT, basic_auth, broken_release, build_patched_deb, cluster_up,
+                      firing_alerts, history, http_status, notices, playbook, prometheus_api, prometheus_status, recap,
+                      said, start_receiver, under_load, version_of)
 from testlab import HostSpec, Lab
 from testlab.load import EXPECTED
 from testlab.hosts import wait_until
@@ -160,10 +158,7 @@ def test_prometheus_sees_every_target_up(monitored):
     # Its own scrape included, which gives the password; without it, or
     # with another, Prometheus asks for it.
     for authorization in ({}, basic_auth("sortd", "guess")):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(urllib.request.Request(PROMETHEUS + "/api/v1/targets", headers=authorization),
-                                   timeout=10)
-        assert refused.value.code == 401
+        assert prometheus_status(authorization) == 401
     print(f"Prometheus: {len(expected)} targets up {time.monotonic() - started:.1f}s after the deployment")
     # The rules are loaded, and each scraped value is there.
     rules = {rule["name"] for group in api("/api/v1/rules")["groups"] for rule in group["rules"]}
@@ -207,14 +202,10 @@ def test_metrics_ports_answer_the_monitoring_node_alone(monitored):
 
 def test_stopping_sortd_fires_sortd_down_and_its_notice_reaches_the_webhook(monitored):
     lab, _, _ = monitored
-    web = lab.hosts["web-02"]
-
-    def firing() -> set[tuple[str, str]]:
-        return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in api("/api/v1/alerts")["alerts"]
-                if a["state"] == "firing"}
+    web, monitoring = lab.hosts["web-02"], lab.hosts["mon-01"]
     # A fresh monitoring node raised no alert, and sent no notice.
-    assert firing() == set()
-    assert notices(lab.hosts["mon-01"]) == []
+    assert firing_alerts(PROMETHEUS_PASSWORD) == set()
+    assert notices(monitoring) == []
     # Meanwhile sortd flaps on web-01 as a crash loop does: restarted four
     # times, once per scrape interval. One notice says so (SortdRestarting),
     # not one for each time it went away and came back.
@@ -224,19 +215,20 @@ def test_stopping_sortd_fires_sortd_down_and_its_notice_reaches_the_webhook(moni
     web.run(["systemctl", "stop", "sortd.socket", "sortd.service"])
     stopped = time.monotonic()
     try:
-        wait_until(lambda: ("SortdDown", "web-02") in firing(), 120, "SortdDown for web-02", interval=1)
+        wait_until(lambda: ("SortdDown", "web-02") in firing_alerts(PROMETHEUS_PASSWORD), 120, "SortdDown for web-02",
+                   interval=1)
         took = time.monotonic() - stopped
-        wait_until(lambda: ("firing", "SortdDown", "web-02") in said(notices(lab.hosts["mon-01"])), 60,
+        wait_until(lambda: ("firing", "SortdDown", "web-02") in said(notices(monitoring)), 60,
                    "SortdDown's notice at the webhook", interval=1)
         noticed = time.monotonic() - stopped
-        wait_until(lambda: ("firing", "SortdRestarting", "web-01") in said(notices(lab.hosts["mon-01"])), 90,
+        wait_until(lambda: ("firing", "SortdRestarting", "web-01") in said(notices(monitoring)), 90,
                    "SortdRestarting's notice at the webhook", interval=1)
         flapped = time.monotonic() - stopped
         wait_until(lambda: lab.hosts["web-01"].run(["systemctl", "is-active", "sortd-test-flap"],
                                                     check=False).stdout.strip() != "active", 60, "the flapping's end")
-        assert firing() == {("SortdDown", "web-02"), ("SortdRestarting", "web-01")}
-        assert sorted(said(notices(lab.hosts["mon-01"]))) == \
-            [("firing", "SortdDown", "web-02"), ("firing", "SortdRestarting", "web-01")], notices(lab.hosts["mon-01"])
+        assert firing_alerts(PROMETHEUS_PASSWORD) == {("SortdDown", "web-02"), ("SortdRestarting", "web-01")}
+        assert sorted(said(notices(monitoring))) == \
+            [("firing", "SortdDown", "web-02"), ("firing", "SortdRestarting", "web-01")], notices(monitoring)
     finally:
         web.run(["systemctl", "start", "sortd.socket"])
         SORTD_BACK["web-02"] = time.time()
