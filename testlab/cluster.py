@@ -46,7 +46,7 @@ def node_suite(node: dict) -> str:
 
 def node_forwards(node: dict) -> list[Forward]:
     """A cluster file node's port_mappings (host_ip defaults to 127.0.0.1)."""
-    return [Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"))
+    return [Forward(m["host_port"], m["guest_port"], m.get("host_ip", "127.0.0.1"), m.get("guest_ip"))
             for m in node.get("port_mappings", [])]
 
 

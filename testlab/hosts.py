@@ -67,11 +67,13 @@ NATIVE_ARCH = "amd64"
 
 @dataclass(frozen=True)
 class Forward:
-    """A guest port reachable on this machine at host_ip:host_port."""
+    """A guest port reachable on this machine at host_ip:host_port; at
+    guest_ip, when that is not the host's own address (a floating one)."""
 
     host_port: int
     guest_port: int
     host_ip: str = "127.0.0.1"
+    guest_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -378,9 +380,37 @@ class Lab:
         host.run(["systemctl", "poweroff"], check=False)
         wait_until(lambda: not _alive(host.pid), timeout, f"{name} powered off")
 
+    def cut_power(self, name: str, timeout: float = 30) -> None:
+        """Powers a host off at once, as a pulled plug or a dead hypervisor
+        would: its init (a VM's qemu) killed, nothing shut down, no goodbye
+        on the network (its link goes first: the kernel would otherwise close
+        its dying processes' connections, which a dead host never does). Its
+        disk is kept for start_host."""
+        host = self.hosts[name]
+        self.set_link(name, False)
+        os.kill(host.pid if host.spec.emulated else host.leader, signal.SIGKILL)
+        wait_until(lambda: not _alive(host.pid), timeout, f"{name} powered off")
+        if host.spec.emulated:
+            return  # its tap device stays, for start_host
+        link = self.link_of(name)  # gone with the container's network namespace
+        wait_until(lambda: run(["ip", "-n", self.netns, "link", "show", link], check=False,
+                               capture_output=True).returncode != 0, timeout, f"{link} gone")
+
+    def set_link(self, name: str, up: bool) -> None:
+        """Plugs a host's network cable in or out: its port on the lab's
+        bridge up or down (the host sees its carrier come and go)."""
+        run(["ip", "-n", self.netns, "link", "set", self.link_of(name), "up" if up else "down"])
+
+    def link_of(self, name: str) -> str:
+        """The host's port on the lab's bridge: nspawn's veth (vb-NAME), a VM's tap."""
+        spec = self.hosts[name].spec
+        return vm.tap_name(spec) if spec.emulated else f"vb-{name}"[:15]
+
     def start_host(self, name: str, timeout: float = 90) -> Host:
         """Boots a host stopped by stop_host again, with its disk as it was."""
         host = self.hosts[name]
+        if host.spec.emulated:  # its tap, down since cut_power
+            self.set_link(name, True)
         root, nspawn = self._start(host.spec, host.root)
         return self._await(host.spec, root, nspawn, timeout)
 
@@ -525,7 +555,7 @@ class Lab:
 
     def _forward(self, spec: HostSpec, forward: Forward) -> None:
         self.bridge(f"{spec.name}-{forward.guest_port}", forward.host_ip, forward.host_port,
-                    spec.ip, forward.guest_port)
+                    forward.guest_ip or spec.ip, forward.guest_port)
 
     def bridge(self, label: str, host_ip: str, host_port: int, target_ip: str, target_port: int) -> None:
         """host_ip:host_port on this machine reaches target_ip:target_port in

@@ -22,8 +22,10 @@ status, a wrong body, a refused or reset connection) counts as a failure.
 The summary also counts answers by their X-Sortd-Version header (which build
 of sortd answered, where a node's own nginx is asked), and gives the
 latencies: p50, p99 and the slowest, failures included; and the failures:
-each kind (the status and body, or the exception) with its count, and the
-first 20 in full. The ready file, if given, is made at the first answer:
+each kind (the status and body, or the exception) with its count, the
+first 20 in full, and when each of the first 200 was sent (the clock's
+seconds, time.time()), to tell a request in flight at a fault from one
+sent after it. The ready file, if given, is made at the first answer:
 the loop is running.
 """
 
@@ -63,6 +65,7 @@ def main() -> None:
     kinds: Counter = Counter()
     versions: Counter = Counter()
     latencies: list[float] = []
+    failed_at: list[float] = []
 
     def stop() -> bool:
         return (time.monotonic() > deadline or counts["sent"] >= args.max_requests
@@ -90,6 +93,7 @@ def main() -> None:
             with lock:
                 counts["sent"] += 1
             started = time.monotonic()
+            sent_at = time.time()
             try:
                 reused = connection is not None
                 if connection is None:
@@ -117,6 +121,8 @@ def main() -> None:
                         kinds[f"{response.status} {body[:200]!r}"] += 1
                     if not ok and len(failures) < 20:
                         failures.append(f"{response.status} {body[:200]!r}")
+                    if not ok and len(failed_at) < 200:
+                        failed_at.append(sent_at)
                 if response.getheader("Connection", "").lower() == "close":
                     connection.close()
                     connection = None
@@ -127,6 +133,8 @@ def main() -> None:
                     kinds[type(error).__name__] += 1
                     if len(failures) < 20:
                         failures.append(f"{type(error).__name__}: {error}")
+                    if len(failed_at) < 200:
+                        failed_at.append(sent_at)
                 if connection is not None:
                     connection.close()
                 connection = None
@@ -145,6 +153,7 @@ def main() -> None:
         "seconds": round(time.monotonic() - began, 2),
         "failures": failures,
         "failure_kinds": dict(kinds),
+        "failed_at": failed_at,
         "versions": dict(versions),
         **latency_summary(sorted(latencies)),
     }))

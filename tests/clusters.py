@@ -293,6 +293,11 @@ def run_from(lab, source: str | None, command: list[str]) -> subprocess.Complete
     return lab.hosts[source].run(command, check=False)
 
 
+def measure(text: str) -> None:
+    """A figure the closing notes quote (bench/cluster prints these lines)."""
+    print(f"measure: {text}", flush=True)
+
+
 def sort_at(port: int) -> str:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/", data=SORT_BODY)
     with urllib.request.urlopen(request, timeout=10) as answer:
@@ -308,17 +313,20 @@ LOAD_RATE = 100
 
 
 @contextmanager
-def under_load(url: str, stop_dir: Path, max_seconds: float = 300, rate: float | None = LOAD_RATE):
+def under_load(url: str, stop_dir: Path, max_seconds: float = 300, rate: float | None = LOAD_RATE,
+               resend_on_close: bool = False):
     """Runs the lab's load loop against url until the block ends (bounded by
     max_seconds anyway), at `rate` requests a second (None: as fast as it
-    can); the yielded dict then holds its summary."""
+    can), sending a request again on a new connection where its kept-alive
+    one was closed or reset before an answer (resend_on_close, as clients
+    do); the yielded dict then holds its summary."""
     stop, ready = stop_dir / "stop-load", stop_dir / "load-ready"
     stop.unlink(missing_ok=True)
     ready.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "testlab.load", url, "--threads", "4", "--max-requests", "1000000",
          "--max-seconds", str(max_seconds), "--stop-file", str(stop), "--ready-file", str(ready),
-         *(["--rate", str(rate)] if rate else [])],
+         *(["--rate", str(rate)] if rate else []), *(["--resend-on-close"] if resend_on_close else [])],
         stdout=subprocess.PIPE, text=True, cwd=ROOT)
     summary: dict = {}
     try:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 from clusters import (LB_PORT, LOCK, METRICS_SPELLINGS, ROOT, SORT_BODY, SORTED, STATE_DIR, cluster_up, finish, forwarded,
-                      history, http_status, lock_held, metrics_leaks, playbook, recap, run_from, served, sort_at, stale_release,
-                      start_playbook, under_load, version_of)
+                      history, http_status, lock_held, measure, metrics_leaks, playbook, recap, run_from, served, sort_at,
+                      stale_release, start_playbook, under_load, version_of)
 from test_page import check_page_sorts
 from testlab.hosts import wait_until
 
@@ -44,10 +44,6 @@ LOAD_URL = f"http://127.0.0.1:{LB_PORT}/"
 # failing load balancer, the way back to a state the next test needs): every
 # web node in one batch (the rolling runs are the tests of the rollout).
 AT_ONCE = ("-e", f"sortd_web_serial={len(WEB)}")
-
-
-def measure(text: str) -> None:
-    print(f"measure: {text}", flush=True)
 
 
 @pytest.fixture(scope="module")

@@ -482,6 +482,8 @@ RENDER = """
 @pytest.mark.parametrize("settings, url, tls_config", [
     ({}, "http://10.0.0.10/", None),
     ({"lb_tls": True}, "https://10.0.0.10/", {"insecure_skip_verify": True}),
+    ({"keepalived_address": "10.0.0.100"}, "http://10.0.0.100/", None),
+    ({"lb_tls": True, "keepalived_address": "10.0.0.100"}, "https://10.0.0.100/", {"insecure_skip_verify": True}),
     ({"lb_tls": True, "lb_domain": "sortd.example", "lb_email": "ops@sortd.example"}, "https://sortd.example/", None),
     ({"lb_tls": True, "lb_domain": "sortd.example", "lb_email": "ops@sortd.example",
       "blackbox_exporter_ca_bundle": "/etc/ssl/acme-root.pem"},
