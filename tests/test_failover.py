@@ -4,21 +4,26 @@ with unicast peers), and this machine's 127.0.0.1:8080 (shifted by the
 stream's offset: tests/clusters.py) reaches that address, as clients reach
 a cloud's floating address; lb-02 runs Debian 12, lb-01 Debian 13. Under
 the lab's load loop, the holder dies each way a load balancer dies: its
-power cut, its link cut, its nginx stopped. Each time the standby serves within 3 s, the only requests that fail are
-those sent before it did, and the old holder comes back as the standby
-without taking the address back. Then a rolling change of the pair, one load
-balancer at a time: 0 failed.
+power cut, its link cut, its nginx stopped. Each time the standby serves
+within 3 s, the only requests that fail are those sent before it did, and
+the old holder comes back as the standby without taking the address back. Then the fleet changes shape, as an
+auto-scaling group's would: a web node added to the file joins after its
+health gate, the load balancers changed one at a time; a web node removed
+is drained and left out; 0 failed each time, and status.yaml shows the
+new shape.
 
 The tests run in order against one pair. Lines starting with "measure:" are
 the figures the closing notes quote."""
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from clusters import LB_PORT, ROOT, SORTED, cluster_up, measure, playbook, recap, sort_at, under_load
+from clusters import (LB_PORT, ROOT, SORTED, cluster_up, finish, measure, playbook, recap, served, sort_at,
+                      start_playbook, under_load)
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-lb-pair.json"
@@ -37,15 +42,32 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("failover")
 
 
+# A web node booted with the others, but not in the environment until the
+# scaling test adds it.
+ADDED = {"host_name": "web-03", "groups": ["web"], "port_mappings": [{"guest_port": 22, "host_port": 22005}],
+         "network_configs": [{"ip": "192.168.56.13"}]}
+
+
+def without(cluster: Path, name: str, file: Path) -> Path:
+    """The lab's cluster file without one node, as the environment's file is
+    before the node joins or after it leaves."""
+    shape = json.loads(cluster.read_text())
+    shape["nodes"] = [node for node in shape["nodes"] if node["host_name"] != name]
+    file.write_text(json.dumps(shape))
+    return file
+
+
 @pytest.fixture(scope="module")
 def pair(debs, work):
+    """The lab and its cluster file with web-03; deployed without it."""
     # lb-02 on Debian 12: a pair of both suites' keepalived (2.2 and 2.3),
     # as a pair upgraded one node at a time is.
     source = json.loads(CLUSTER.read_text())
     next(node for node in source["nodes"] if node["host_name"] == "lb-02")["box"] = "debian/bookworm64"
+    source["nodes"].append(ADDED)
     (work / CLUSTER.name).write_text(json.dumps(source))
     with cluster_up(work / CLUSTER.name, "pair") as (lab, cluster, _):
-        output, took = playbook(cluster, debs[0], "-e", "sortd_web_serial=2")
+        output, took = playbook(without(cluster, "web-03", work / "before.json"), debs[0], "-e", "sortd_web_serial=2")
         measure(f"first deployment of the pair and 2 web nodes: {took:.1f} s")
         yield lab, cluster
 
@@ -124,17 +146,42 @@ def test_the_standby_serves_within_3_seconds_and_keeps_the_address(pair, work, f
     assert sort_at(LB_PORT) == SORTED
 
 
-def test_a_rolling_change_of_the_pair_fails_no_request(pair, debs, work):
+def test_a_web_node_added_joins_after_its_health_gate_over_the_pair_in_turn(pair, debs, work):
     lab, cluster = pair
     holder = the_holder(lab)
     # nginx's reload closes its idle kept-alive connections: a request sent
     # on one as it closes is sent again on a new one, as clients do.
     with under_load(LOAD_URL, work, resend_on_close=True) as load:
-        output, took = playbook(cluster, debs[0], "-e", "lb_client_burst=250")
+        output, took = playbook(cluster, debs[0])
+        wait_until(lambda: served(lab, "web-03") > 0, 30, "traffic on web-03")
     counts = recap(output)
-    measure(f"a new setting on the pair, one load balancer at a time ({took:.1f} s): {load['requests']} requests, "
-            f"{load['failed']} failed, {load['resent']} sent again on a new connection")
+    measure(f"web-03 added to the file, its run ({took:.1f} s): {load['requests']} requests, {load['failed']} failed, "
+            f"{load['resent']} sent again on a new connection; {served(lab, 'web-03')} answered by web-03")
+    # Only the new node set up; the load balancers, in turn, after its health gate (the web play's end).
+    assert counts["web-03"]["changed"] > 0 and counts["web-01"]["changed"] == counts["web-02"]["changed"] == 0, counts
     assert all(counts[name]["changed"] > 0 for name in PAIR), counts
+    assert output.index("PLAY [Balance over the web nodes]") > output.index("Check that sortd answers")
     assert output.count("PLAY [Balance over the web nodes]") == len(PAIR)  # a play for each, in turn
     assert load["failed"] == 0, load["failures"]
     assert the_holder(lab) == holder
+
+
+def test_a_web_node_removed_is_drained_then_left_out(pair, debs, work):
+    lab, cluster = pair
+    smaller = without(cluster, "web-01", work / "after.json")
+    with under_load(LOAD_URL, work, resend_on_close=True) as load:
+        output, took = playbook(smaller, debs[0])
+        left = served(lab, "web-01")
+        time.sleep(3)
+        later = served(lab, "web-01")
+    measure(f"web-01 removed from the file, its run ({took:.1f} s): {load['requests']} requests, "
+            f"{load['failed']} failed, {load['resent']} sent again on a new connection")
+    assert "web-01" not in recap(output)
+    assert later == left  # no request for it after the load balancers left it out
+    assert load["failed"] == 0, load["failures"]
+    status = finish(start_playbook(smaller, playbook_file="ansible/status.yaml"))
+    shown = {line.split(":")[0].strip(' "') for line in status.splitlines() if re.match(r'\s+"[a-z0-9-]+: ', line)}
+    assert shown == {"lb-01", "lb-02", "web-02", "web-03"}, status[-3000:]
+    assert "All 2 web nodes healthy" in status
+    assert f"{the_holder(lab)}: " in status and f"holds the floating address {ADDRESS}" in status, status[-3000:]
+    assert "stands by for the floating address" in status
