@@ -298,6 +298,8 @@ def test_vagrantfile_validates_and_fails_on_a_bad_file_with_the_same_message(tmp
     assert ok.returncode == 0, ok.stdout + ok.stderr
     three = validate(ROOT / "examples/cluster-3-nodes.json")
     assert three.returncode == 0, three.stdout + three.stderr
+    pair = validate(ROOT / "examples/cluster-lb-pair.json")  # a port forwarded to the floating address (guest_ip)
+    assert pair.returncode == 0, pair.stdout + pair.stderr
     for document, message in (BAD_FILES[4], BAD_FILES[12]):
         cluster = write(tmp_path, document)
         bad = validate(cluster)
