@@ -3,8 +3,9 @@ server: the load balancer gets its certificate over HTTP-01 with certbot's
 nginx plugin, as it would from Let's Encrypt, from Pebble (Let's Encrypt's
 test server, Debian's package) on a lab host of its own with a certificate
 of its own (lb_acme_server, lb_acme_ca_bundle). The entry watched from the
-monitoring node: the blackbox exporter's known sort over HTTPS, its alerts
-delivered to a webhook; Prometheus's page the operator's alone.
+monitoring node (Debian 12's; test_monitoring's runs Debian 13): the blackbox
+exporter's known sort over HTTPS, its alerts delivered to a webhook;
+Prometheus's page the operator's alone.
 One lab, one story: a plain deployment (the page: a password, and no host
 outside the admin network); TLS asked for while the ACME server is down
 (the run fails naming it, nginx keeps serving); the server up (the
@@ -36,7 +37,9 @@ CLUSTER = {"nodes": [
     {"host_name": "web-01", "groups": ["web"],
      "port_mappings": [{"guest_port": 22, "host_port": 22003}],
      "network_configs": [{"ip": "192.168.56.11"}]},
-    {"host_name": "mon-01", "groups": ["monitoring"], "memory": 1024,
+    # Debian 12's Prometheus, Alertmanager and blackbox exporter, whose
+    # versions behave differently from Debian 13's (test_monitoring's).
+    {"host_name": "mon-01", "groups": ["monitoring"], "memory": 1024, "box": "debian/bookworm64",
      "port_mappings": [{"guest_port": 9090, "host_port": 9090}, {"guest_port": 22, "host_port": 22006}],
      "network_configs": [{"ip": "192.168.56.20"}]},
 ]}

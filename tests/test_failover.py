@@ -17,15 +17,13 @@ the figures the closing notes quote."""
 
 import json
 import re
-import secrets
 import socket
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
-from clusters import (LB_PORT, ROOT, SORTED, basic_auth, cluster_up, finish, firing_alerts, measure, playbook,
-                      prometheus_api, prometheus_status, recap, served, sort_at, start_playbook, under_load)
+from clusters import (LB_PORT, ROOT, SORTED, cluster_up, finish, measure, playbook, recap, served, sort_at,
+                      start_playbook, under_load)
 from testlab.hosts import wait_until
 
 CLUSTER = ROOT / "examples/cluster-lb-pair.json"
@@ -59,18 +57,6 @@ def without(cluster: Path, name: str, file: Path) -> Path:
     return file
 
 
-# A monitoring node on Debian 12, as lb-02 is: Debian 12's Prometheus,
-# Alertmanager, blackbox exporter (probing the floating address) and, on
-# lb-02, nginx exporter, whose versions behave differently from Debian 13's.
-MONITOR = {"host_name": "mon-01", "groups": ["monitoring"], "box": "debian/bookworm64",
-           "port_mappings": [{"guest_port": 9090, "host_port": 9090}, {"guest_port": 22, "host_port": 22007}],
-           "network_configs": [{"ip": "192.168.56.20"}]}
-PASSWORD = f"prometheus-{secrets.token_hex(12)}"
-# Prometheus's page asks for a password and takes only the admin network
-# (the lab's bridge, where this machine's forwarded port comes from).
-MONITORING = ("-e", json.dumps({"prometheus_web_password": PASSWORD, "prometheus_web_sources": ["192.168.56.1/32"]}))
-
-
 @pytest.fixture(scope="module")
 def pair(debs, work):
     """The lab and its cluster file with web-03; deployed without it."""
@@ -78,12 +64,11 @@ def pair(debs, work):
     # as a pair upgraded one node at a time is.
     source = json.loads(CLUSTER.read_text())
     next(node for node in source["nodes"] if node["host_name"] == "lb-02")["box"] = "debian/bookworm64"
-    source["nodes"] += [ADDED, MONITOR]
+    source["nodes"].append(ADDED)
     (work / CLUSTER.name).write_text(json.dumps(source))
     with cluster_up(work / CLUSTER.name, "pair") as (lab, cluster, _):
-        output, took = playbook(without(cluster, "web-03", work / "before.json"), debs[0], *MONITORING,
-                                "-e", "sortd_web_serial=2")
-        measure(f"first deployment of the pair, 2 web nodes and a monitoring node: {took:.1f} s")
+        output, took = playbook(without(cluster, "web-03", work / "before.json"), debs[0], "-e", "sortd_web_serial=2")
+        measure(f"first deployment of the pair and 2 web nodes: {took:.1f} s")
         yield lab, cluster
 
 
@@ -118,23 +103,6 @@ def test_one_load_balancer_holds_the_floating_address_and_serves(pair):
     for name in PAIR:
         assert lab.hosts[name].run(["systemctl", "is-active", "keepalived", "nginx"]).stdout.split() == \
             ["active", "active"]
-
-
-def test_debian_12s_monitoring_asks_for_its_password_and_probes_the_floating_address(pair):
-    page = [prometheus_status({}), prometheus_status(basic_auth("sortd", "guess")),
-            prometheus_status(basic_auth("sortd", PASSWORD))]
-    measure(f"Prometheus's page on Debian 12: {page[0]} without a password, {page[1]} with a wrong one, "
-            f"{page[2]} with it")
-    assert page == [401, 401, 200]
-
-    def targets() -> dict[str, str]:
-        found = prometheus_api("/api/v1/targets", PASSWORD)["activeTargets"]
-        return {f"{t['labels']['job']} {t['labels']['instance']}": t["health"] for t in found}
-
-    wait_until(lambda: set(targets().values()) == {"up"}, 120, "every target up")
-    found = targets()
-    assert f"entry http://{ADDRESS}/" in found  # the probe's target: the floating address
-    assert "nginx lb-02" in found, found  # Debian 12's nginx exporter
 
 
 # Each way the holder dies, and how it comes back. nginx's stop is asked
@@ -184,7 +152,7 @@ def test_a_web_node_added_joins_after_its_health_gate_over_the_pair_in_turn(pair
     # nginx's reload closes its idle kept-alive connections: a request sent
     # on one as it closes is sent again on a new one, as clients do.
     with under_load(LOAD_URL, work, resend_on_close=True) as load:
-        output, took = playbook(cluster, debs[0], *MONITORING)
+        output, took = playbook(cluster, debs[0])
         wait_until(lambda: served(lab, "web-03") > 0, 30, "traffic on web-03")
     counts = recap(output)
     measure(f"web-03 added to the file, its run ({took:.1f} s): {load['requests']} requests, {load['failed']} failed, "
@@ -202,7 +170,7 @@ def test_a_web_node_removed_is_drained_then_left_out(pair, debs, work):
     lab, cluster = pair
     smaller = without(cluster, "web-01", work / "after.json")
     with under_load(LOAD_URL, work, resend_on_close=True) as load:
-        output, took = playbook(smaller, debs[0], *MONITORING)
+        output, took = playbook(smaller, debs[0])
         left = served(lab, "web-01")
         time.sleep(3)
         later = served(lab, "web-01")
@@ -213,21 +181,7 @@ def test_a_web_node_removed_is_drained_then_left_out(pair, debs, work):
     assert load["failed"] == 0, load["failures"]
     status = finish(start_playbook(smaller, playbook_file="ansible/status.yaml"))
     shown = {line.split(":")[0].strip(' "') for line in status.splitlines() if re.match(r'\s+"[a-z0-9-]+: ', line)}
-    assert shown == {"lb-01", "lb-02", "web-02", "web-03", "mon-01"}, status[-3000:]
+    assert shown == {"lb-01", "lb-02", "web-02", "web-03"}, status[-3000:]
     assert "All 2 web nodes healthy" in status
     assert f"{the_holder(lab)}: " in status and f"holds the floating address {ADDRESS}" in status, status[-3000:]
     assert "stands by for the floating address" in status
-
-
-def test_no_alert_through_the_failovers_and_the_changes_of_shape(pair):
-    # The entry's probe and the nodes' alerts saw the load balancers die
-    # and come back, and the fleet change: none of that was long enough to
-    # alert (for: 1 min), and nothing fires now.
-    ever = prometheus_api("/api/v1/query?query=" + urllib.parse.quote("max_over_time(ALERTS[1h])"), PASSWORD)["result"]
-    failed = prometheus_api("/api/v1/query?query=" + urllib.parse.quote("count_over_time(probe_success[1h]) - "
-                                                                         "sum_over_time(probe_success[1h])"),
-                            PASSWORD)["result"]
-    measure(f"the entry's probes of the floating address that failed through the faults and changes: "
-            f"{[r['value'][1] for r in failed]}; alerts pending or firing at any time: "
-            f"{[r['metric']['alertname'] for r in ever]}")
-    assert ever == [] and firing_alerts(PASSWORD) == set()
