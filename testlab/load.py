@@ -73,6 +73,16 @@ def main() -> None:
 
     interval = args.threads / args.rate if args.rate else 0.0
 
+    def record_failure(kind: str, text: str, sent_at: float) -> None:
+        """One failed request (the lock held): its kind, its text (the
+        first 20) and when it was sent (the first 200)."""
+        counts["failed"] += 1
+        kinds[kind] += 1
+        if len(failures) < 20:
+            failures.append(text)
+        if len(failed_at) < 200:
+            failed_at.append(sent_at)
+
     def connect() -> http.client.HTTPConnection:
         if tls is None:
             return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=15)
@@ -115,26 +125,19 @@ def main() -> None:
                 ok = response.status == 200 and body == EXPECTED
                 with lock:
                     latencies.append(time.monotonic() - started)
-                    counts["ok" if ok else "failed"] += 1
                     versions[response.getheader("X-Sortd-Version") or "-"] += 1
-                    if not ok:
-                        kinds[f"{response.status} {body[:200]!r}"] += 1
-                    if not ok and len(failures) < 20:
-                        failures.append(f"{response.status} {body[:200]!r}")
-                    if not ok and len(failed_at) < 200:
-                        failed_at.append(sent_at)
+                    if ok:
+                        counts["ok"] += 1
+                    else:
+                        answer = f"{response.status} {body[:200]!r}"
+                        record_failure(answer, answer, sent_at)
                 if response.getheader("Connection", "").lower() == "close":
                     connection.close()
                     connection = None
             except (OSError, http.client.HTTPException) as error:
                 with lock:
                     latencies.append(time.monotonic() - started)
-                    counts["failed"] += 1
-                    kinds[type(error).__name__] += 1
-                    if len(failures) < 20:
-                        failures.append(f"{type(error).__name__}: {error}")
-                    if len(failed_at) < 200:
-                        failed_at.append(sent_at)
+                    record_failure(type(error).__name__, f"{type(error).__name__}: {error}", sent_at)
                 if connection is not None:
                     connection.close()
                 connection = None
